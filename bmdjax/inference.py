@@ -1,0 +1,123 @@
+"""Model state, prediction over a split, and restoring a trained run.
+
+Shared by training (validation each epoch), evaluation and screening, so that
+all three see exactly the same preprocessing and de-normalisation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pandas as pd
+
+from bmdjax import input_pipeline, models
+from configs.common import VERTEBRAE
+
+SEX_NAMES = ("F", "M")
+
+
+def init_model_state(config):
+  """(graphdef, params, rest) of a freshly initialised model, as pure dicts."""
+  model = models.build(config.model, rngs=nnx.Rngs(config.seed))
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  return graphdef, nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
+
+
+def to_unit(x: jax.Array) -> jax.Array:
+  """uint16 crops -> float32 in [0, 1]."""
+  return x.astype(jnp.float32) / 65535.0
+
+
+class TargetScaler:
+  """The network regresses standardised BMD; this maps back to g/cm2.
+
+  Mean and SD come from the training split (prep.json) and travel with the run.
+  """
+
+  def __init__(self, stats: dict, target: str):
+    names = VERTEBRAE if target == "all" else (target,)
+    self.names = names
+    self.mean = np.array([stats[v]["mean"] for v in names], np.float32)
+    self.std = np.array([stats[v]["std"] for v in names], np.float32)
+
+  def normalise(self, y):
+    return (y - self.mean) / self.std
+
+  def denormalise(self, z):
+    return z * self.std + self.mean
+
+
+def make_predict_fn(graphdef):
+  @jax.jit
+  def predict(params, rest, x):
+    model = nnx.merge(graphdef, params, rest)
+    return model(to_unit(x), train=False)["global"]
+  return predict
+
+
+def predict_split(config, predict_fn, params, rest, source, sharding,
+                  scaler: TargetScaler, desc: str = "") -> pd.DataFrame:
+  """Predictions for every record of `source`, in the predictions.csv schema."""
+  from tqdm import tqdm
+  rows = []
+  batches = input_pipeline.eval_batches(config, source)
+  total = -(-len(source) // input_pipeline.per_process_batch(config.batch_size))
+  for batch, meta, valid in tqdm(batches, total=total, desc=desc or "predict",
+                                 disable=jax.process_index() != 0, leave=False):
+    x = input_pipeline.to_global({"x": batch["x"]}, sharding)["x"]
+    z = np.asarray(jax.device_get(predict_fn(params, rest, x)))
+    pred = scaler.denormalise(z)
+    for i in np.flatnonzero(valid):
+      row = {**meta[i], "sex": SEX_NAMES[int(batch["sex"][i])], "age": float(batch["age"][i])}
+      row.update({f"true_{v}": float(batch["bmd"][i][j]) for j, v in enumerate(VERTEBRAE)})
+      row.update({f"pred_{v}": float(pred[i][j]) for j, v in enumerate(scaler.names)})
+      rows.append(row)
+  return pd.DataFrame(rows)
+
+
+def quick_metrics(df: pd.DataFrame) -> dict:
+  """r and RMSE per predicted vertebra (the per-epoch validation summary)."""
+  out = {}
+  for v in VERTEBRAE:
+    if f"pred_{v}" not in df:
+      continue
+    t, p = df[f"true_{v}"].to_numpy(), df[f"pred_{v}"].to_numpy()
+    ok = np.isfinite(t) & np.isfinite(p)
+    t, p = t[ok], p[ok]
+    r = float(np.corrcoef(t, p)[0, 1]) if len(t) > 1 and np.std(p) > 0 else float("nan")
+    out[v] = {"r": r, "rmse": float(np.sqrt(np.mean((t - p) ** 2)))}
+  return out
+
+
+def save_run_info(workdir: str, config, stats: dict) -> None:
+  """What screening needs besides the weights: the config and target scaling."""
+  with open(os.path.join(workdir, "run.json"), "w") as f:
+    json.dump({"config": config.to_dict(), "target_stats": stats}, f, indent=2)
+
+
+def load_run_info(workdir: str) -> dict:
+  path = os.path.join(workdir, "run.json")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{path} not found: is {workdir} a bmdjax.train workdir?")
+  with open(path) as f:
+    return json.load(f)
+
+
+def restore_params(workdir: str, params, rest, which: str = "best"):
+  """Restores (params, rest) from `workdir/best` or the latest checkpoint."""
+  folder = os.path.join(os.path.abspath(workdir), "best" if which == "best" else "checkpoints")
+  with ocp.CheckpointManager(folder) as mngr:
+    step = mngr.latest_step()
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {folder}; train first (bmdjax.train)")
+    target = {"params": params, "rest": rest}
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    restored = mngr.restore(step, args=ocp.args.Composite(
+        model=ocp.args.PyTreeRestore(abstract, partial_restore=True)))
+  return restored["model"]["params"], restored["model"]["rest"], step

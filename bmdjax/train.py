@@ -1,0 +1,271 @@
+r"""Trains a BMD model on a prepared dataset, on 1..N devices and hosts.
+
+  python -m bmdjax.train --config=configs/attmulroi.py:demo --workdir=runs/demo
+  python -m bmdjax.train --config=configs/attmulroi.py:target=L2 --workdir=W \
+      --config.data.dir=PREPARED --config.optim.lr=1e-4
+
+The same code runs on one device or many: the batch is sharded over the mesh's
+`data` axis, the state is replicated, and XLA inserts the gradient all-reduce.
+Restarting with the same workdir resumes from the latest checkpoint, the data
+iterator included, so an interrupted run ends with the same parameters as an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from absl import app, flags, logging
+import grain
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec as P
+from ml_collections import config_flags
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from tqdm import tqdm
+
+from bmdjax import augment, inference, input_pipeline
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file(
+    "config", None, "Model config file, e.g. configs/attmulroi.py:demo,target=L2.",
+    lock_config=True)
+flags.DEFINE_string("workdir", None, "Checkpoints, TensorBoard logs and reports go here.")
+flags.DEFINE_integer("stop_after_steps", None,
+                     "Stop (with a checkpoint) after this global step, as a preemption "
+                     "would; rerunning resumes. For tests and time-boxed jobs.")
+
+
+# ----------------------------------------------------------------- pieces
+
+
+def make_optimizer(optim, total_steps: int, steps_per_epoch: int):
+  """SGD with momentum; weight decay added to the gradient as PyTorch does."""
+  warmup = int(optim.warmup_epochs * steps_per_epoch)
+  if optim.schedule == "cosine":
+    lr = optax.warmup_cosine_decay_schedule(0.0, optim.lr, max(warmup, 1),
+                                            max(total_steps, warmup + 1))
+  elif optim.schedule == "constant":
+    lr = (optax.linear_schedule(0.0, optim.lr, warmup) if warmup else optim.lr)
+    if warmup:
+      lr = optax.join_schedules([lr, optax.constant_schedule(optim.lr)], [warmup])
+  else:
+    raise ValueError(f"unknown schedule {optim.schedule!r} (cosine or constant)")
+  parts = []
+  if optim.grad_clip:
+    parts.append(optax.clip_by_global_norm(optim.grad_clip))
+  if optim.weight_decay:
+    parts.append(optax.add_decayed_weights(optim.weight_decay))
+  if optim.name == "sgd":
+    parts.append(optax.sgd(lr, momentum=optim.momentum or None))
+  elif optim.name == "adam":
+    parts.append(optax.adam(lr))
+  else:
+    raise ValueError(f"unknown optimiser {optim.name!r} (sgd or adam)")
+  return optax.chain(*parts), lr
+
+
+def masked_mse(pred, target, mask):
+  """Mean squared error over the present labels only (missing BMD -> mask 0)."""
+  err = jnp.square(pred - target) * mask
+  return jnp.sum(err) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def make_loss_fn(graphdef, config, scaler):
+  from flax import nnx
+  mean, std = jnp.asarray(scaler.mean), jnp.asarray(scaler.std)
+
+  def loss_fn(params, rest, batch, rng):
+    model = nnx.merge(graphdef, params, rest)
+    x = augment.random_affine(rng, inference.to_unit(batch["x"]), **config.augment)
+    out = model(x, train=True)
+    y, mask = (batch["y"] - mean) / std, batch["mask"]
+    mse_global = masked_mse(out["global"], y, mask)
+    metrics = {"mse_global": mse_global}
+    loss = mse_global
+    if "local" in out:  # [B, K+1, T]: one regressor per transformer output token
+      mse_local = masked_mse(out["local"], y[:, None], jnp.broadcast_to(
+          mask[:, None], out["local"].shape))
+      loss = loss + config.loss_local_weight * mse_local
+      metrics["mse_local"] = mse_local
+    metrics["loss"] = loss
+    new_rest = nnx.to_pure_dict(nnx.split(model, nnx.Param, ...)[2])
+    return loss, (new_rest, metrics)
+
+  return loss_fn
+
+
+def make_train_step(loss_fn, tx, seed: int):
+  def train_step(state, batch):
+    rng = jax.random.fold_in(jax.random.key(seed), state["step"])
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    (_, (rest, metrics)), grads = grad_fn(state["params"], state["rest"], batch, rng)
+    updates, opt = tx.update(grads, state["opt"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["finite"] = jnp.isfinite(metrics["loss"])
+    return {"params": params, "rest": rest, "opt": opt, "step": state["step"] + 1}, metrics
+  return train_step
+
+
+def save_checkpoint(mngr, state, data_iter, force=False):
+  mngr.save(int(state["step"]), args=ocp.args.Composite(
+      model=ocp.args.PyTreeSave({"params": state["params"], "rest": state["rest"]}),
+      opt=ocp.args.PyTreeSave({"opt": state["opt"], "step": state["step"]}),
+      data=grain.checkpoint.CheckpointSave(data_iter)), force=force)
+
+
+def restore_checkpoint(mngr, state, data_iter):
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+  step = mngr.latest_step()
+  restored = mngr.restore(step, args=ocp.args.Composite(
+      model=ocp.args.PyTreeRestore({"params": abstract["params"], "rest": abstract["rest"]}),
+      opt=ocp.args.PyTreeRestore({"opt": abstract["opt"], "step": abstract["step"]}),
+      data=grain.checkpoint.CheckpointRestore(data_iter)))
+  return {**restored["model"], **restored["opt"]}
+
+
+# ----------------------------------------------------------------- train
+
+
+def train_and_evaluate(config, workdir: str, stop_after_steps: int | None = None) -> dict:
+  """Runs (or resumes) training; returns the best validation summary."""
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  is_chief = jax.process_index() == 0
+
+  # --- mesh: one data-parallel axis over every device of every host.
+  mesh = jax.make_mesh((jax.device_count(),), ("data",),
+                       axis_types=(jax.sharding.AxisType.Auto,))
+  replicated = NamedSharding(mesh, P())
+  data_sharding = NamedSharding(mesh, P("data"))
+
+  # --- input
+  prep = input_pipeline.load_prep_summary(config.data.dir)
+  scaler = inference.TargetScaler(prep["target_stats"], config.target)
+  train_source = input_pipeline.open_split(config.data.dir, config.data.train_split)
+  eval_source = input_pipeline.open_split(config.data.dir, config.data.eval_split)
+  steps_per_epoch = input_pipeline.steps_per_epoch(config, len(train_source))
+  total_steps = steps_per_epoch * config.num_epochs
+  train_iter = input_pipeline.DeviceIterator(
+      input_pipeline.train_dataset(config, train_source), data_sharding,
+      depth=config.input.prefetch_batches)
+
+  # --- model
+  graphdef, params, rest = inference.init_model_state(config)
+
+  # --- optimiser
+  tx, lr_schedule = make_optimizer(config.optim, total_steps, steps_per_epoch)
+  state = {"params": params, "rest": rest, "opt": tx.init(params),
+           "step": jnp.zeros((), jnp.int32)}
+  state = jax.device_put(state, replicated)
+
+  # --- checkpoint
+  mngr = ocp.CheckpointManager(
+      os.path.join(workdir, "checkpoints"),
+      options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, create=True))
+  best_mngr = ocp.CheckpointManager(
+      os.path.join(workdir, "best"), options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
+  if mngr.latest_step() is not None:
+    state = restore_checkpoint(mngr, state, train_iter)
+    logging.info("resumed from step %d", int(state["step"]))
+  if is_chief:
+    inference.save_run_info(workdir, config, prep["target_stats"])
+  best_path = os.path.join(workdir, "best.json")
+  best = json.load(open(best_path)) if os.path.exists(best_path) else None
+
+  # --- step
+  loss_fn = make_loss_fn(graphdef, config, scaler)
+  train_step = jax.jit(make_train_step(loss_fn, tx, config.seed),
+                       in_shardings=(replicated, data_sharding),
+                       out_shardings=(replicated, replicated), donate_argnums=(0,))
+
+  # --- evals
+  predict_fn = inference.make_predict_fn(graphdef)
+
+  def run_validation(step):
+    df = inference.predict_split(config, predict_fn, state["params"], state["rest"],
+                                 eval_source, data_sharding, scaler, desc="validation")
+    summary = inference.quick_metrics(df)
+    rmse = float(np.mean([m["rmse"] for m in summary.values()]))
+    return {"step": step, "epoch": step // steps_per_epoch, "rmse": rmse, "metrics": summary}
+
+  # --- loop
+  writer = None
+  if is_chief:
+    from tensorboardX import SummaryWriter
+    writer = SummaryWriter(os.path.join(workdir, "tb"))
+  step = int(state["step"])
+  end = total_steps if stop_after_steps is None else min(total_steps, stop_after_steps)
+  bar = tqdm(total=total_steps, initial=step, disable=not is_chief, desc="train",
+             unit="step", dynamic_ncols=True)
+  logging.info("%d devices, %d processes; %d steps/epoch, %d epochs, global batch %d",
+               jax.device_count(), jax.process_count(), steps_per_epoch, config.num_epochs,
+               config.batch_size)
+  history, t0 = [], time.time()
+  while step < end:
+    batch = next(train_iter)
+    state, metrics = train_step(state, batch)
+    step += 1
+    bar.update(1)
+    if step % config.log_every_steps == 0 or step == end:
+      metrics = jax.device_get(metrics)
+      if not metrics.pop("finite"):
+        raise FloatingPointError(
+            f"loss is {metrics['loss']} at step {step}; the last good checkpoint is kept "
+            f"in {mngr.directory}. Lower --config.optim.lr or check the data.")
+      rate = config.log_every_steps * config.batch_size / max(time.time() - t0, 1e-9)
+      t0 = time.time()
+      bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+      history.append({"step": step, **{k: float(v) for k, v in metrics.items()}})
+      if writer:
+        for k, v in metrics.items():
+          writer.add_scalar(f"train/{k}", float(v), step)
+        writer.add_scalar("train/lr", float(lr_schedule(step) if callable(lr_schedule)
+                                            else lr_schedule), step)
+        writer.add_scalar("train/samples_per_second", rate, step)
+    if step % steps_per_epoch == 0 and (step // steps_per_epoch) % config.eval_every_epochs == 0:
+      val = run_validation(step)
+      if writer:
+        writer.add_scalar("validation/rmse", val["rmse"], step)
+        for v, m in val["metrics"].items():
+          writer.add_scalar(f"validation/r_{v}", m["r"], step)
+      tqdm.write(f"epoch {val['epoch']}: validation " + ", ".join(
+          f"{v} r={m['r']:.3f} rmse={m['rmse']:.4f}" for v, m in val["metrics"].items()))
+      if best is None or val["rmse"] < best["rmse"]:
+        best = val
+        best_mngr.save(step, args=ocp.args.Composite(model=ocp.args.PyTreeSave(
+            {"params": state["params"], "rest": state["rest"]})), force=True)
+        best_mngr.wait_until_finished()
+        if is_chief:
+          with open(best_path, "w") as f:
+            json.dump(best, f, indent=2)
+    if step % config.checkpoint_every_steps == 0 or step == end:
+      save_checkpoint(mngr, state, train_iter, force=step == end)
+  bar.close()
+  mngr.wait_until_finished()
+  mngr.close()
+  best_mngr.close()
+  if writer:
+    writer.close()
+  return {"best": best, "history": history, "step": step, "state": state}
+
+
+def main(argv):
+  del argv
+  if not FLAGS.workdir:
+    raise app.UsageError("--workdir is required")
+  config = FLAGS.config
+  if not config.data.dir:
+    raise app.UsageError("set --config.data.dir to a folder prepared by data_prep.build")
+  out = train_and_evaluate(config, FLAGS.workdir, FLAGS.stop_after_steps)
+  if out["best"]:
+    print(json.dumps({"best_validation": out["best"]}, indent=2))
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,7 @@
+"""attmulpat: see configs/common.py for the fields and arguments."""
+
+from configs import common
+
+
+def get_config(arg=None):
+  return common.get_config("attmulpat", arg)

@@ -1,0 +1,377 @@
+r"""Prepares DICOMs + labels.csv (+ landmarks.csv) into a TFDS ArrayRecord dataset.
+
+  python -m data_prep.build --dicom_dir=D --labels=labels.csv \
+      --landmarks=landmarks.csv --out=OUT [--size=256] [--grids=3]
+
+Each study is read once (modality/VOI LUT, MONOCHROME1 inversion, percentile
+normalisation), cropped into the 14 landmark ROIs, the whole image and the NxN
+patch grids, resized to `--size` and stored as uint16. Splits are made at the
+patient level (a `split` column in labels.csv wins). OUT/manifest.csv lists every
+input and what became of it; OUT/prep.json holds the settings, the counts and
+the train-split target statistics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing
+import os
+import sys
+import time
+
+from absl import app, flags, logging
+import numpy as np
+import pandas as pd
+import tensorflow_datasets as tfds
+
+from data_prep import dicom_io, rois
+
+DATASET_NAME = "bmd_cxr"
+VERSION = "1.0.0"
+VERTEBRAE = ("L1", "L2", "L3", "L4")
+SPLITS = ("train", "validation", "test")
+SEXES = {"F": 0, "M": 1}
+# Physiologically possible DXA lumbar BMD (g/cm2); outside is a data error.
+BMD_RANGE = (0.2, 2.5)
+
+
+# ----------------------------------------------------------------- labels
+
+
+def load_labels(path: str) -> tuple[pd.DataFrame, list[dict]]:
+  """Validated labels; returns (good rows, rejected rows with reasons).
+
+  A missing BMD cell is fine (NaN); a study with no usable BMD at all, or with an
+  unreadable value, is rejected with its reason rather than silently dropped.
+  """
+  try:
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+  except Exception as e:
+    raise SystemExit(f"{path}: cannot read labels CSV ({e})")
+  required = ["patient_id", "image", "sex", "age", *VERTEBRAE]
+  missing = [c for c in required if c not in df.columns]
+  if missing:
+    raise SystemExit(f"{path}: missing column(s) {', '.join(missing)}; expected "
+                     "patient_id,image,sex,age,L1,L2,L3,L4[,split]")
+  good, rejected = [], []
+  seen = set()
+  for i, row in df.iterrows():
+    line = i + 2  # header is line 1
+    reason = None
+    rec = {"patient_id": row["patient_id"].strip(), "image": row["image"].strip(),
+           "label_line": line}
+    sex = row["sex"].strip().upper()[:1]
+    if not rec["patient_id"] or not rec["image"]:
+      reason = "empty patient_id or image"
+    elif rec["image"] in seen:
+      reason = f"duplicate row for image {rec['image']} (first one kept)"
+    elif sex not in SEXES:
+      reason = f"sex {row['sex']!r} is not F or M"
+    else:
+      rec["sex"] = sex
+      try:
+        rec["age"] = float(row["age"])
+      except ValueError:
+        reason = f"age {row['age']!r} is not a number"
+    if reason is None:
+      for v in VERTEBRAE:
+        cell = row[v].strip()
+        try:
+          value = float(cell) if cell else float("nan")
+        except ValueError:
+          reason = f"{v} {cell!r} is not a number"
+          break
+        if np.isfinite(value) and not BMD_RANGE[0] <= value <= BMD_RANGE[1]:
+          reason = (f"{v} = {value} g/cm2 is outside the plausible range "
+                    f"{BMD_RANGE[0]}-{BMD_RANGE[1]}")
+          break
+        rec[v] = value
+      else:
+        if all(np.isnan(rec[v]) for v in VERTEBRAE):
+          reason = "no BMD value for any vertebra"
+    if "split" in df.columns and reason is None:
+      split = row["split"].strip().lower()
+      split = {"val": "validation", "valid": "validation"}.get(split, split)
+      if split and split not in SPLITS:
+        reason = f"split {row['split']!r} is not one of {', '.join(SPLITS)}"
+      rec["split"] = split
+    if reason is None:
+      seen.add(rec["image"])
+      good.append(rec)
+    else:
+      rejected.append({**rec, "status": "skipped", "reason": f"labels line {line}: {reason}"})
+  return pd.DataFrame(good), rejected
+
+
+def load_landmarks(path: str) -> dict[str, np.ndarray]:
+  """image -> [16, 2] landmark array."""
+  df = pd.read_csv(path)
+  cols = [f"{a}{i}" for i in range(rois.NUM_LANDMARKS) for a in "xy"]
+  missing = [c for c in ["image", *cols] if c not in df.columns]
+  if missing:
+    raise SystemExit(f"{path}: missing column(s) {', '.join(missing[:4])}...; expected "
+                     "image,x0,y0,...,x15,y15")
+  values = df[cols].to_numpy(np.float64).reshape(-1, rois.NUM_LANDMARKS, 2)
+  return {str(img): lm for img, lm in zip(df["image"], values)}
+
+
+def assign_splits(patient_ids, fractions=(0.7, 0.15, 0.15), seed=0,
+                  given=None) -> np.ndarray:
+  """Patient-level split: every study of a patient lands in the same split.
+
+  `given` (per study, '' where absent) wins; a patient with several given splits
+  is an error since it would leak between splits.
+  """
+  patient_ids = np.asarray(patient_ids, dtype=object)
+  given = np.asarray(given if given is not None else [""] * len(patient_ids), dtype=object)
+  fixed = {}
+  for pid, split in zip(patient_ids, given):
+    if split:
+      if fixed.setdefault(pid, split) != split:
+        raise SystemExit(f"labels: patient {pid} is given two splits "
+                         f"({fixed[pid]} and {split}); a patient must stay in one")
+  free = sorted(set(patient_ids) - set(fixed))
+  rng = np.random.default_rng(seed)
+  rng.shuffle(free)
+  bounds = np.cumsum(np.asarray(fractions, np.float64) / np.sum(fractions)) * len(free)
+  bounds = np.round(bounds).astype(int)
+  for i, pid in enumerate(free):
+    fixed[pid] = SPLITS[int(np.searchsorted(bounds, i, side="right"))]
+  return np.array([fixed[p] for p in patient_ids], dtype=object)
+
+
+# ----------------------------------------------------------------- studies
+
+
+@dataclasses.dataclass(frozen=True)
+class CropSpec:
+  size: int
+  grids: tuple[int, ...]
+
+
+def _check_landmarks(lm: np.ndarray, shape) -> str | None:
+  h, w = shape
+  if not np.all(np.isfinite(lm)):
+    return "landmarks contain empty or non-numeric values"
+  margin = 0.05
+  if (lm[:, 0].min() < -margin * w or lm[:, 0].max() > (1 + margin) * w or
+      lm[:, 1].min() < -margin * h or lm[:, 1].max() > (1 + margin) * h):
+    return "landmarks lie outside the image"
+  if rois.thorax_width(lm) < 0.1 * w:
+    return "landmarks are implausible (thorax narrower than 10% of the image)"
+  return None
+
+
+def _to_uint16(x: np.ndarray) -> np.ndarray:
+  return np.round(np.clip(x, 0.0, 1.0) * 65535.0).astype(np.uint16)
+
+
+def process_study(path: str, landmarks: np.ndarray, spec: CropSpec) -> dict:
+  """DICOM -> crops; raises dicom_io.StudyError with the reason on failure."""
+  radiograph = dicom_io.read_radiograph(path)
+  image = radiograph.image
+  problem = _check_landmarks(landmarks, image.shape)
+  if problem:
+    raise dicom_io.StudyError(path, problem)
+  out = {
+      "rois": _to_uint16(rois.crop_rois(image, landmarks, spec.size)),
+      "whole": _to_uint16(rois.whole_image(image, spec.size)),
+      "pixel_spacing": np.float32(radiograph.pixel_spacing),
+      "landmarks": np.asarray(landmarks, np.float32),
+      "image_shape": np.asarray(image.shape, np.int32),
+  }
+  for g in spec.grids:
+    out[f"patches_{g}"] = _to_uint16(rois.patch_grid(image, g, spec.size))
+  return out
+
+
+def _work(args):
+  """Pool worker: never raises, so one bad study cannot stop the batch."""
+  index, path, landmarks, spec = args
+  try:
+    return index, process_study(path, landmarks, spec), None
+  except dicom_io.StudyError as e:
+    return index, None, e.reason
+  except Exception as e:  # an unforeseen failure is still reported, not fatal
+    return index, None, f"unexpected {type(e).__name__}: {e}"
+
+
+# ----------------------------------------------------------------- TFDS
+
+
+def features(spec: CropSpec):
+  f = tfds.features
+  crops = lambda *shape: f.Tensor(shape=shape, dtype=np.uint16, encoding=f.Encoding.BYTES)
+  feats = {
+      "patient_id": f.Text(),
+      "image": f.Text(),
+      "sex": f.Scalar(dtype=np.int32),   # 0 female, 1 male
+      "age": f.Scalar(dtype=np.float32),
+      "bmd": f.Tensor(shape=(4,), dtype=np.float32),  # L1..L4, NaN = missing
+      "landmarks": f.Tensor(shape=(rois.NUM_LANDMARKS, 2), dtype=np.float32),
+      "pixel_spacing": f.Scalar(dtype=np.float32),
+      "image_shape": f.Tensor(shape=(2,), dtype=np.int32),
+      "rois": crops(rois.NUM_ROIS, spec.size, spec.size),
+      "whole": crops(spec.size, spec.size),
+  }
+  for g in spec.grids:
+    feats[f"patches_{g}"] = crops(g * g, spec.size, spec.size)
+  return f.FeaturesDict(feats)
+
+
+class BmdCxr(tfds.core.GeneratorBasedBuilder):
+  """Chest X-ray crops with DXA lumbar BMD; generated by data_prep.build."""
+
+  VERSION = tfds.core.Version(VERSION)
+  name = DATASET_NAME
+
+  def __init__(self, *, studies: pd.DataFrame | None = None, spec: CropSpec | None = None,
+               workers: int = 1, **kwargs):
+    self._studies, self._spec, self._workers = studies, spec, workers
+    self.outcomes: dict[int, str] = {}  # study index -> '' (ok) or the reason
+    super().__init__(**kwargs)
+
+  def _info(self):
+    return tfds.core.DatasetInfo(
+        builder=self, features=features(self._spec),
+        description="14 landmark ROIs, whole image and patch grids of chest "
+                    "radiographs, with DXA L1-L4 BMD (g/cm2).")
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    return {s: self._generate_examples(s) for s in SPLITS
+            if (self._studies["split"] == s).any()}
+
+  def _generate_examples(self, split):
+    rows = self._studies[self._studies["split"] == split]
+    jobs = [(i, r.path, r.landmarks, self._spec) for i, r in rows.iterrows()]
+    pool = multiprocessing.Pool(self._workers) if self._workers > 1 else None
+    results = pool.imap(_work, jobs, chunksize=2) if pool else map(_work, jobs)
+    try:
+      for index, crops, reason in results:
+        self.outcomes[index] = reason or ""
+        if crops is None:
+          logging.warning("skipped %s: %s", rows.loc[index, "path"], reason)
+          continue
+        r = rows.loc[index]
+        yield str(index), {
+            "patient_id": r.patient_id, "image": r.image,
+            "sex": SEXES[r.sex], "age": np.float32(r.age),
+            "bmd": np.array([r[v] for v in VERTEBRAE], np.float32), **crops}
+    finally:
+      if pool:
+        pool.close()
+        pool.join()
+
+
+def dataset_dir(out: str) -> str:
+  return os.path.join(out, DATASET_NAME, VERSION)
+
+
+# ----------------------------------------------------------------- main
+
+
+def build(dicom_dir: str, labels: str, landmarks: str, out: str, *, size: int = 256,
+          grids=(3,), fractions=(0.7, 0.15, 0.15), seed: int = 0,
+          workers: int | None = None) -> dict:
+  """Runs the whole preparation; returns the summary also written to prep.json."""
+  start = time.time()
+  if os.path.exists(dataset_dir(out)):
+    raise SystemExit(f"{dataset_dir(out)} already exists; choose a new --out or delete it")
+  studies, rejected = load_labels(labels)
+  manifest = list(rejected)
+  landmark_table = load_landmarks(landmarks) if landmarks else {}
+  keep = []
+  for i, r in studies.iterrows():
+    path = os.path.join(dicom_dir, r.image)
+    reason = None
+    if not os.path.isfile(path):
+      reason = f"image file {path} does not exist"
+    elif r.image not in landmark_table:
+      reason = ("no landmarks for this image: add a row to --landmarks (automatic "
+                "landmark detection is not available yet)")
+    if reason:
+      manifest.append({**r.to_dict(), "status": "skipped", "reason": reason})
+    keep.append(reason is None)
+  studies = studies[np.array(keep, bool)].reset_index(drop=True)
+  if studies.empty:
+    raise SystemExit(f"no usable study in {labels}; see the reasons above")
+  studies["path"] = [os.path.join(dicom_dir, p) for p in studies.image]
+  studies["landmarks"] = [landmark_table[p] for p in studies.image]
+  studies["split"] = assign_splits(studies.patient_id, fractions, seed,
+                                   studies.get("split"))
+  # DICOM files on disk that no label row names are reported, not ignored.
+  labelled = {os.path.normpath(p) for p in studies.path}
+  labelled |= {os.path.normpath(os.path.join(dicom_dir, m["image"])) for m in manifest
+               if m.get("image")}
+  for root, _, files in os.walk(dicom_dir):
+    for name in sorted(files):
+      path = os.path.normpath(os.path.join(root, name))
+      if path not in labelled:
+        manifest.append({"image": os.path.relpath(path, dicom_dir), "status": "skipped",
+                         "reason": "file has no row in labels.csv"})
+
+  spec = CropSpec(size=size, grids=tuple(grids))
+  builder = BmdCxr(studies=studies, spec=spec, workers=workers or os.cpu_count() or 1,
+                   data_dir=out, file_format="array_record")
+  builder.download_and_prepare()
+
+  status = np.array(["ok" if not builder.outcomes.get(i) else "skipped"
+                     for i in range(len(studies))])
+  for i, r in studies.iterrows():
+    manifest.append({"patient_id": r.patient_id, "image": r.image, "sex": r.sex, "age": r.age,
+                     **{v: r[v] for v in VERTEBRAE}, "split": r.split, "status": status[i],
+                     "reason": builder.outcomes.get(i, "")})
+  cols = ["patient_id", "image", "sex", "age", *VERTEBRAE, "split", "status", "reason"]
+  man = pd.DataFrame(manifest).reindex(columns=cols)
+  man.to_csv(os.path.join(out, "manifest.csv"), index=False)
+
+  ok = man[man.status == "ok"]
+  train = ok[ok.split == "train"]
+  summary = {
+      "dataset_dir": dataset_dir(out), "size": size, "grids": list(grids),
+      "fractions": list(fractions), "seed": seed,
+      "inputs": {"labels": os.path.abspath(labels), "dicom_dir": os.path.abspath(dicom_dir),
+                 "landmarks": os.path.abspath(landmarks) if landmarks else None},
+      "counts": {"label_rows": int(len(studies) + len(rejected)), "ok": int(len(ok)),
+                 "skipped": int((man.status == "skipped").sum()),
+                 **{s: int((ok.split == s).sum()) for s in SPLITS}},
+      "target_stats": {v: {"mean": float(train[v].astype(float).mean()),
+                           "std": float(train[v].astype(float).std())} for v in VERTEBRAE},
+      "seconds": round(time.time() - start, 1),
+  }
+  with open(os.path.join(out, "prep.json"), "w") as f:
+    json.dump(summary, f, indent=2)
+  return summary
+
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("dicom_dir", None, "Folder of DICOM files; labels.csv `image` is relative to it.")
+flags.DEFINE_string("labels", None, "labels.csv: patient_id,image,sex,age,L1,L2,L3,L4[,split].")
+flags.DEFINE_string("landmarks", None, "landmarks.csv: image,x0,y0,...,x15,y15 (pixels).")
+flags.DEFINE_string("out", None, "Output folder (must not hold a prepared dataset yet).")
+flags.DEFINE_integer("size", 256, "Side of every crop in pixels (paper: 256).")
+flags.DEFINE_list("grids", ["3"], "Patch grids NxN to store for the Multi-Patch models, e.g. 2,3,4.")
+flags.DEFINE_list("fractions", ["0.7", "0.15", "0.15"], "train,validation,test patient fractions.")
+flags.DEFINE_integer("seed", 0, "Seed of the patient-level split.")
+flags.DEFINE_integer("workers", None, "Worker processes (default: all cores).")
+
+
+def main(argv):
+  del argv
+  for name in ("dicom_dir", "labels", "out"):
+    if not getattr(FLAGS, name):
+      raise app.UsageError(f"--{name} is required (see --help)")
+  summary = build(FLAGS.dicom_dir, FLAGS.labels, FLAGS.landmarks, FLAGS.out, size=FLAGS.size,
+                  grids=[int(g) for g in FLAGS.grids if g],
+                  fractions=[float(x) for x in FLAGS.fractions], seed=FLAGS.seed,
+                  workers=FLAGS.workers)
+  c = summary["counts"]
+  print(f"prepared {c['ok']} studies ({c['train']} train, {c['validation']} validation, "
+        f"{c['test']} test), skipped {c['skipped']} (reasons in "
+        f"{os.path.join(FLAGS.out, 'manifest.csv')}), {summary['seconds']} s", file=sys.stderr)
+
+
+if __name__ == "__main__":
+  app.run(main)
