@@ -1,0 +1,47 @@
+"""Model registry: config.model.name -> module class, and `build`."""
+
+import jax
+import numpy as np
+from flax import nnx
+
+from bmdjax.models.backbones import BACKBONES
+from bmdjax.models.bmd import AttentiveFusion, ConcatFusion
+
+MODELS = {
+    "baseline": ConcatFusion,   # num_inputs 1: the whole image
+    "mulpat": ConcatFusion,     # num_inputs grid**2
+    "attmulpat": AttentiveFusion,
+    "mulroi": ConcatFusion,     # num_inputs 15
+    "attmulroi": AttentiveFusion,
+}
+
+
+def build(model_config, *, rngs: nnx.Rngs) -> nnx.Module:
+  """The model `model_config` (config.model) describes, with pretrained
+  backbone weights loaded when `model_config.backbone_init` names a file."""
+  c = model_config
+  if c.name not in MODELS:
+    raise ValueError(f"unknown model {c.name!r}; known: {sorted(MODELS)}")
+  cls = MODELS[c.name]
+  kwargs = dict(backbone=c.backbone, num_inputs=c.num_inputs,
+                num_outputs=c.num_outputs, width=c.width,
+                regressor_hidden=c.regressor_hidden, dtype=c.dtype)
+  if cls is AttentiveFusion:
+    kwargs["transformer"] = dict(c.transformer)
+  model = cls(**kwargs, rngs=rngs)
+  if c.get("backbone_init"):
+    from bmdjax import pretrained  # pylint: disable=import-outside-toplevel
+    pretrained.load_backbone(model, c.backbone_init)
+  return model
+
+
+def count_params(tree) -> int:
+  """Number of parameters: nnx.Param of a Module (abstract or not), or every
+  array leaf of a pytree / nnx.State."""
+  if isinstance(tree, nnx.Module):
+    tree = nnx.state(tree, nnx.Param)
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+__all__ = ["BACKBONES", "MODELS", "AttentiveFusion", "ConcatFusion", "build",
+           "count_params"]

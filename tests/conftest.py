@@ -1,0 +1,33 @@
+"""Session fixtures: one tiny synthetic cohort, prepared once for all tests."""
+
+import os
+
+# Four CPU devices for the sharding tests; must be set before jax is imported.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+
+from absl import flags  # noqa: E402
+import pytest  # noqa: E402
+
+# grain's worker processes read absl flags; tests run without app.run.
+flags.FLAGS.mark_as_parsed()
+
+TINY_SIZE = 32
+
+
+@pytest.fixture(scope="session")
+def cohort_dir(tmp_path_factory):
+  from data_prep import synthesize
+  out = tmp_path_factory.mktemp("cohort")
+  synthesize.generate(str(out), patients=40, seed=7, spacing_range=(1.2, 1.4),
+                      workers=2, ceiling_samples=20_000, progress=False)
+  return out
+
+
+@pytest.fixture(scope="session")
+def prepared_dir(cohort_dir, tmp_path_factory):
+  from data_prep import build
+  out = tmp_path_factory.mktemp("prepared")
+  build.build(str(cohort_dir / "dicom"), str(cohort_dir / "labels.csv"),
+              str(cohort_dir / "landmarks.csv"), str(out / "data"), size=TINY_SIZE,
+              grids=(2,), workers=2)
+  return out / "data"
