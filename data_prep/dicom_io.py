@@ -50,7 +50,8 @@ def normalise(pixels: np.ndarray, low_pct: float = 0.5,
               high_pct: float = 99.5) -> np.ndarray:
   """Robust percentile rescale to [0, 1]; removes exposure and detector gain."""
   pixels = np.asarray(pixels, np.float32)
-  lo, hi = np.percentile(pixels, [low_pct, high_pct])
+  # Python floats, so that NumPy 2 keeps the result float32.
+  lo, hi = (float(v) for v in np.percentile(pixels, [low_pct, high_pct]))
   if not np.isfinite(lo) or not np.isfinite(hi) or hi <= lo:
     raise ValueError("image has no contrast (constant pixel values)")
   return np.clip((pixels - lo) / (hi - lo), 0.0, 1.0)
