@@ -109,7 +109,7 @@ def _demo(c):
   c.optim.schedule = "cosine"
   c.optim.grad_clip = 1.0
   c.batch_size = 16
-  c.num_epochs = 20
+  c.num_epochs = 15
   c.input.read_threads = 2
   c.log_every_steps = 10
   c.checkpoint_every_steps = 200

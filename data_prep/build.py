@@ -167,9 +167,15 @@ def _to_uint16(x: np.ndarray) -> np.ndarray:
   return np.round(np.clip(x, 0.0, 1.0) * 65535.0).astype(np.uint16)
 
 
-def process_study(path: str, landmarks: np.ndarray, spec: CropSpec) -> dict:
-  """DICOM -> crops; raises dicom_io.StudyError with the reason on failure."""
-  radiograph = dicom_io.read_radiograph(path)
+def process_study(path: str, landmarks: np.ndarray, spec: CropSpec,
+                  radiograph: dicom_io.Radiograph | None = None) -> dict:
+  """DICOM -> crops; raises dicom_io.StudyError with the reason on failure.
+
+  `radiograph` is the study already read (screening reuses it for its overlay);
+  prep and screening share this one function so their crops are identical.
+  """
+  if radiograph is None:
+    radiograph = dicom_io.read_radiograph(path)
   image = radiograph.image
   problem = _check_landmarks(landmarks, image.shape)
   if problem:
@@ -347,15 +353,7 @@ def build(dicom_dir: str, labels: str, landmarks: str, out: str, *, size: int = 
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("dicom_dir", None, "Folder of DICOM files; labels.csv `image` is relative to it.")
-flags.DEFINE_string("labels", None, "labels.csv: patient_id,image,sex,age,L1,L2,L3,L4[,split].")
-flags.DEFINE_string("landmarks", None, "landmarks.csv: image,x0,y0,...,x15,y15 (pixels).")
-flags.DEFINE_string("out", None, "Output folder (must not hold a prepared dataset yet).")
-flags.DEFINE_integer("size", 256, "Side of every crop in pixels (paper: 256).")
-flags.DEFINE_list("grids", ["3"], "Patch grids NxN to store for the Multi-Patch models, e.g. 2,3,4.")
-flags.DEFINE_list("fractions", ["0.7", "0.15", "0.15"], "train,validation,test patient fractions.")
-flags.DEFINE_integer("seed", 0, "Seed of the patient-level split.")
-flags.DEFINE_integer("workers", None, "Worker processes (default: all cores).")
+
 
 
 def main(argv):
@@ -373,5 +371,19 @@ def main(argv):
         f"{os.path.join(FLAGS.out, 'manifest.csv')}), {summary['seconds']} s", file=sys.stderr)
 
 
+def define_flags():
+  """Defined on demand so importing this module does not claim --out etc."""
+  flags.DEFINE_string("dicom_dir", None, "Folder of DICOM files; labels.csv `image` is relative to it.")
+  flags.DEFINE_string("labels", None, "labels.csv: patient_id,image,sex,age,L1,L2,L3,L4[,split].")
+  flags.DEFINE_string("landmarks", None, "landmarks.csv: image,x0,y0,...,x15,y15 (pixels).")
+  flags.DEFINE_string("out", None, "Output folder (must not hold a prepared dataset yet).")
+  flags.DEFINE_integer("size", 256, "Side of every crop in pixels (paper: 256).")
+  flags.DEFINE_list("grids", ["3"], "Patch grids NxN to store for the Multi-Patch models, e.g. 2,3,4.")
+  flags.DEFINE_list("fractions", ["0.7", "0.15", "0.15"], "train,validation,test patient fractions.")
+  flags.DEFINE_integer("seed", 0, "Seed of the patient-level split.")
+  flags.DEFINE_integer("workers", None, "Worker processes (default: all cores).")
+
+
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -2,10 +2,10 @@
 # End to end on a synthetic cohort, CPU-sized: cohort -> ArrayRecord shards ->
 # AttMulRoi training -> test-set report. Steps already done are skipped, so an
 # interrupted demo picks up where it stopped.
-#   bash launch/demo.sh            # OUT=demo_out PATIENTS=800 TARGET=L1
+#   bash launch/demo.sh            # OUT=demo_out PATIENTS=1000 TARGET=L1
 set -euo pipefail
 OUT=${OUT:-demo_out}
-PATIENTS=${PATIENTS:-800}
+PATIENTS=${PATIENTS:-1000}
 TARGET=${TARGET:-L1}
 CONFIG="configs/attmulroi.py:demo,target=${TARGET}"
 start=$(date +%s)
@@ -14,19 +14,20 @@ cd "$(dirname "$0")/.."
 if [ ! -f "$OUT/cohort/cohort.json" ]; then
   echo "== 1/4 synthesising $PATIENTS patients into $OUT/cohort"
   python -m data_prep.synthesize --out="$OUT/cohort" --patients="$PATIENTS" --seed=0 \
-    --spacing_mm=0.6,0.75
+    --spacing_mm=1.0,1.2
 fi
 if [ ! -f "$OUT/prepared/prep.json" ]; then
   echo "== 2/4 preparing crops into $OUT/prepared"
   rm -rf "$OUT/prepared"
   python -m data_prep.build --dicom_dir="$OUT/cohort/dicom" --labels="$OUT/cohort/labels.csv" \
-    --landmarks="$OUT/cohort/landmarks.csv" --out="$OUT/prepared" --size=64 --grids=3
+    --landmarks="$OUT/cohort/landmarks.csv" --out="$OUT/prepared" --size=32 --grids=3
 fi
 echo "== 3/4 training $CONFIG (TensorBoard: tensorboard --logdir $OUT/run/tb)"
-python -m bmdjax.train --config="$CONFIG" --workdir="$OUT/run" --config.data.dir="$OUT/prepared"
+python -m bmdjax.train --config="$CONFIG" --workdir="$OUT/run" --config.data.dir="$OUT/prepared" \
+  --verbosity=-1
 echo "== 4/4 evaluating on the test split"
 python -m bmdjax.evaluate --config="$CONFIG" --workdir="$OUT/run" \
-  --config.data.dir="$OUT/prepared" --split=test
+  --config.data.dir="$OUT/prepared" --split=test --verbosity=-1
 python - "$OUT" "$TARGET" <<'PY'
 import json, sys
 out, target = sys.argv[1], sys.argv[2]

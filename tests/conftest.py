@@ -31,3 +31,13 @@ def prepared_dir(cohort_dir, tmp_path_factory):
               str(cohort_dir / "landmarks.csv"), str(out / "data"), size=TINY_SIZE,
               grids=(2,), workers=2)
   return out / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_run(prepared_dir, tmp_path_factory):
+  """A 2-epoch tiny AttMulRoi run: (config, workdir, train_and_evaluate output)."""
+  from bmdjax import train
+  from tests import helpers
+  config = helpers.tiny_config(prepared_dir, num_epochs=2)
+  workdir = tmp_path_factory.mktemp("tiny_run")
+  return config, workdir, train.train_and_evaluate(config, str(workdir))

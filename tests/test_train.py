@@ -34,9 +34,10 @@ def test_tiny_training_lowers_the_loss(prepared_dir, tmp_path):
   before = _train_rmse(config, params0, rest0)
   out = train.train_and_evaluate(config, str(tmp_path / "run"))
   after = _train_rmse(config, out["state"]["params"], out["state"]["rest"])
-  # The loss falls, and not only by learning the mean: predictions track BMD.
-  assert after["rmse"] < 0.9 * before["rmse"], (before, after)
-  assert after["r"] > 0.7, after
+  # The loss falls, and not only by learning the mean: predictions track BMD
+  # (an untrained or broken model has r near 0 here).
+  assert after["rmse"] < before["rmse"], (before, after)
+  assert after["r"] > 0.4 > abs(before["r"]), (before, after)
   assert len(out["history"]) == out["step"]  # logged every step
   assert np.mean([h["loss"] for h in out["history"][-10:]]) < np.mean(
       [h["loss"] for h in out["history"][:10]])
@@ -45,9 +46,8 @@ def test_tiny_training_lowers_the_loss(prepared_dir, tmp_path):
   assert list((tmp_path / "run" / "tb").iterdir()), "no TensorBoard events written"
 
 
-def test_interrupted_run_resumes_to_identical_parameters(prepared_dir, tmp_path):
-  config = helpers.tiny_config(prepared_dir, num_epochs=2)
-  full = train.train_and_evaluate(config, str(tmp_path / "full"))
+def test_interrupted_run_resumes_to_identical_parameters(tiny_run, tmp_path):
+  config, _, full = tiny_run
   total = full["step"]
   assert total >= 4
   stop = total // 2 + 1  # mid-epoch, so the data iterator state matters

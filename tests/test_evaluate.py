@@ -1,0 +1,44 @@
+"""Evaluation of a trained run: predictions.csv, metrics.json, tables, baseline."""
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from bmdjax import evaluate
+from configs.common import VERTEBRAE
+
+
+def test_evaluate_writes_the_report(tiny_run):
+  config, workdir, _ = tiny_run
+  metrics = evaluate.evaluate(config, str(workdir), split="test", bootstrap=20)
+  report = workdir / "report"
+  predictions = pd.read_csv(report / "predictions.csv")
+  expected = (["patient_id", "image", "sex", "age"] + [f"true_{v}" for v in VERTEBRAE]
+              + ["pred_L1"])
+  assert list(predictions.columns) == expected
+  manifest = pd.read_csv(config.data.dir + "/manifest.csv")
+  assert len(predictions) == ((manifest.split == "test") & (manifest.status == "ok")).sum()
+  assert predictions["pred_L1"].notna().all()
+  on_disk = json.loads((report / "metrics.json").read_text())
+  for key in ("r", "rmse", "r2", "slope", "intercept", "auc", "ba_mean", "ba_sd"):
+    assert key in on_disk["L1"]
+  assert on_disk["L1"]["n"] == np.isfinite(predictions["true_L1"]).sum()
+  assert "age_sex_baseline" in on_disk and "L1" in on_disk["age_sex_baseline"]
+  assert metrics["L1"]["rmse"] == on_disk["L1"]["rmse"]
+  assert "age+sex" in (report / "tables.md").read_text().lower()
+  assert (report / "fit_L1.png").stat().st_size > 0
+
+
+def test_age_sex_baseline_recovers_a_known_linear_rule():
+  rng = np.random.default_rng(0)
+  n = 400
+  sex = rng.choice(["F", "M"], n)
+  age = rng.uniform(20, 90, n)
+  bmd = 1.1 - 0.004 * (age - 55) * (sex == "F") + 0.02 * (sex == "M")
+  train = pd.DataFrame({"sex": sex, "age": age, **{v: bmd for v in VERTEBRAE}})
+  target = pd.DataFrame({"patient_id": "p", "image": "i", "sex": sex, "age": age,
+                         **{f"true_{v}": bmd for v in VERTEBRAE}, "pred_L2": 0.0})
+  out = evaluate.age_sex_baseline(train, target)
+  np.testing.assert_allclose(out["pred_L2"], bmd, atol=1e-9)
+  assert "pred_L1" not in out
