@@ -1,0 +1,328 @@
+r"""Screens chest radiographs with a trained run: BMD, T-scores, WHO category.
+
+  python -m bmdjax.predict --workdir=runs/l1 --landmarks=landmarks.csv \
+      [--sex=F] [--json] [--out=predict_out] study.dcm [more.dcm ...]
+
+Each study goes through exactly the preprocessing of data_prep.build (the same
+`process_study`: DICOM LUTs, normalisation, landmark ROIs, resize to the
+training crop size, uint16) and the model of `--workdir`, so a study predicted
+here gets the number bmdjax.evaluate would give it. Prints a table (or with
+--json one JSON object per study, `status` "ok" or "refused" with a `reason`)
+and writes an overlay PNG per study (landmarks, ROI boxes, predictions) to --out.
+
+Sex for the T-scores comes from --sex, else from the DICOM PatientSex; without
+either only BMD is reported. Studies are identified by the path given, never by
+header fields. A study that cannot be used (not a DICOM, CT, lateral view, no or
+implausible landmarks) is refused with the reason; the others are still
+predicted.
+
+Exit status: 0 when every study was predicted, 1 when any study was refused
+(or on a usage error).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from absl import app, flags
+import jax
+import ml_collections
+import numpy as np
+import pydicom
+
+from bmdjax import inference, input_pipeline, tscore
+from data_prep import build, dicom_io, rois
+
+LANDMARKS_NEEDED = ("automatic landmark detection is not available yet: pass "
+                    "--landmarks=landmarks.csv with image,x0,y0,...,x15,y15 for each study")
+DISCLAIMER = "Research software, not a diagnostic device: confirm with DXA."
+FLAGS = flags.FLAGS
+
+
+# ----------------------------------------------------------------- the model
+
+
+def crop_size(run: dict, config, size: int | None = None) -> int:
+  """Side of the crops the model was trained on.
+
+  A different size would silently change every prediction, so it is never
+  guessed: run.json's `crop_size`, else the prepared dataset's prep.json, else
+  `size` given by the user; a `size` that contradicts a known one is an error.
+  """
+  known = run.get("crop_size")
+  prep_json = os.path.join(config.data.dir, "prep.json")
+  if known is None and config.data.dir and os.path.isfile(prep_json):
+    known = input_pipeline.load_prep_summary(config.data.dir)["size"]
+  if known is not None and size is not None and int(size) != int(known):
+    raise ValueError(f"--size={size} but the model was trained on {known}x{known} crops")
+  if known is None and size is None:
+    raise ValueError(f"cannot tell the crop size the model was trained on: run.json has "
+                     f"none and {prep_json} is gone; pass --size=N (the --size given to "
+                     "data_prep.build)")
+  return int(known if known is not None else size)
+
+
+class Model:
+  """A trained run restored for screening: config, weights and target scaling."""
+
+  def __init__(self, workdir: str, checkpoint: str = "best", size: int | None = None):
+    run = inference.load_run_info(workdir)
+    self.config = ml_collections.ConfigDict(run["config"])
+    self.scaler = inference.TargetScaler(run["target_stats"], self.config.target)
+    data = self.config.data
+    grids = (data.grid,) if data.inputs == "patches" else ()
+    self.spec = build.CropSpec(size=crop_size(run, self.config, size), grids=grids)
+    graphdef, params, rest = inference.init_model_state(self.config)
+    self.params, self.rest, self.step = inference.restore_params(
+        workdir, params, rest, checkpoint)
+    self._predict = inference.make_predict_fn(graphdef)
+    self._example = input_pipeline.make_example_fn(self.config)
+    self.description = (f"{self.config.model.name} ({self.config.model.backbone}), target "
+                        f"{self.config.target}, {checkpoint} checkpoint (step {self.step})")
+
+  def __call__(self, crops: dict) -> dict[str, float]:
+    """Crops of one study (process_study output) -> BMD (g/cm2) per vertebra."""
+    # Placeholder labels: make_example_fn assembles the inputs exactly as in training.
+    record = {**crops, "bmd": np.full(4, np.nan, np.float32), "sex": 0, "age": np.nan}
+    x = self._example(record)["x"][None]
+    z = np.asarray(jax.device_get(self._predict(self.params, self.rest, x)))
+    bmd = self.scaler.denormalise(z)[0]
+    return {v: float(b) for v, b in zip(self.scaler.names, bmd)}
+
+
+# ----------------------------------------------------------------- per study
+
+
+def match_landmarks(table: dict, path: str):
+  """The landmarks.csv row whose `image` is the end of the study's path.
+
+  Returns (landmarks, None) or (None, reason). Rows may name the file alone or
+  a relative path; a file name that several rows end with is ambiguous.
+  """
+  parts = os.path.normpath(os.path.abspath(path)).split(os.sep)
+  hits = {}
+  for key, lm in table.items():
+    k = os.path.normpath(key).split(os.sep)
+    if parts[-len(k):] == k:
+      hits.setdefault(len(k), []).append(lm)
+  if not hits:
+    return None, ("no row for this study in the landmarks file (its `image` column must "
+                  "end with the study's file name)")
+  best = hits[max(hits)]
+  if len(best) > 1:
+    return None, "several landmarks rows match this file name; give their image as a longer path"
+  return best[0], None
+
+
+def header_sex(path: str) -> str | None:
+  """PatientSex from the DICOM header as M/F, or None when absent or other."""
+  try:
+    value = pydicom.dcmread(path, stop_before_pixels=True,
+                            specific_tags=["PatientSex"]).get("PatientSex")
+    return tscore.normalize_sex([str(value)])[0] if value else None
+  except (ValueError, OSError):
+    return None
+
+
+def _sex_list(sex, n: int) -> list:
+  """One sex per study (None = read the header) from None, one value or a list."""
+  if sex is None or isinstance(sex, str):
+    sex = [sex] * n
+  sex = list(sex)
+  if len(sex) == 1:
+    sex *= n
+  if len(sex) != n:
+    raise ValueError(f"give one sex for all studies or one per study: got {len(sex)} "
+                     f"for {n} studies")
+  return [tscore.normalize_sex([s])[0] if s else None for s in sex]
+
+
+def _scores(bmd: dict, sex: str | None, source: str, ref) -> dict:
+  """T-scores and WHO category, or a note saying why there are none."""
+  if sex is None:
+    return {"sex": None, "sex_source": None, "t_score": {}, "who_category": None,
+            "who_by_vertebra": {},
+            "note": "T-scores need sex: pass --sex=F or --sex=M (PatientSex is missing "
+                    "from the DICOM header); BMD only"}
+  t = {v: float(tscore.t_score(b, sex, v, ref)) for v, b in bmd.items()}
+  lowest = min(t.values())
+  return {"sex": sex, "sex_source": source, "t_score": t,
+          "who_by_vertebra": {v: tscore.who_category(x) for v, x in t.items()},
+          # WHO classifies a patient by the lowest T-score.
+          "who_category": tscore.who_category(lowest), "tscore_reference": ref.source}
+
+
+def _overlay_path(out_dir: str, path: str, used: set) -> str:
+  stem = os.path.splitext(os.path.basename(path))[0] or "study"
+  name, k = stem, 1
+  while name in used:  # two studies with the same file name from different folders
+    k += 1
+    name = f"{stem}_{k}"
+  used.add(name)
+  return os.path.join(out_dir, f"{name}.png")
+
+
+def draw_overlay(image: np.ndarray, landmarks: np.ndarray, title: str, out: str) -> str:
+  """The radiograph with the landmark graph and the 14 labelled ROI boxes, so a
+  reader can check the model looked where it should."""
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+  h, w = image.shape
+  fig = Figure(figsize=(8, 8 * h / w + 0.6), dpi=100)
+  FigureCanvasAgg(fig)
+  ax = fig.add_axes([0, 0, 1, 1 - 0.6 / (8 * h / w + 0.6)])
+  ax.imshow(image, cmap="gray", vmin=0, vmax=1)
+  for a, b in rois.LANDMARK_EDGES:
+    ax.plot(*zip(landmarks[a], landmarks[b]), color="yellow", lw=1)
+  ax.scatter(landmarks[:, 0], landmarks[:, 1], s=12, c="red", zorder=3)
+  centres, side, angle = rois.roi_boxes(landmarks)
+  for name, centre in zip(rois.ROI_NAMES, centres):
+    corners = rois.box_corners(centre, side, angle)
+    ax.fill(corners[:, 0], corners[:, 1], fill=False, edgecolor="cyan", lw=1)
+    ax.text(*corners[0], name, color="cyan", fontsize=7, va="bottom")
+  ax.set_xlim(0, w)
+  ax.set_ylim(h, 0)
+  ax.axis("off")
+  fig.suptitle(title, fontsize=9)
+  fig.savefig(out)
+  return out
+
+
+def _title(path: str, result: dict) -> str:
+  if result["status"] != "ok":
+    return f"{os.path.basename(path)}: refused ({result['reason'].split(': ', 1)[-1]})"
+  parts = []
+  for v, b in result["bmd"].items():
+    t = result["t_score"].get(v)
+    parts.append(f"{v} {b:.3f} g/cm2" + (
+        f", T {t:+.1f} ({result['who_by_vertebra'][v]})" if t is not None else ""))
+  return f"{os.path.basename(path)}: " + "; ".join(parts)
+
+
+def predict_studies(workdir: str, paths, landmarks=None, sex=None, checkpoint: str = "best",
+                    reference: str | None = None, out_dir: str | None = None,
+                    size: int | None = None) -> list[dict]:
+  """Predicts each study; one dict per path, in order.
+
+  `landmarks`: path of a landmarks.csv or a dict image -> [16, 2]. `sex`: None
+  (read PatientSex), "F"/"M" for all, or one per study. `out_dir`: where overlay
+  PNGs go (None: none written). `size`: crop size, needed only when the run
+  does not record it and its prepared dataset is gone. A study that cannot be
+  used comes back with status "refused" and a reason naming the file; errors of
+  the call itself (no run, bad sex, bad reference) raise.
+  """
+  paths = [os.fspath(p) for p in paths]
+  sexes = _sex_list(sex, len(paths))
+  ref = tscore.load_reference(reference)
+  table = build.load_landmarks(landmarks) if isinstance(landmarks, (str, os.PathLike)) \
+      else landmarks
+  model = Model(workdir, checkpoint, size)
+  if out_dir:
+    os.makedirs(out_dir, exist_ok=True)
+  results, used = [], set()
+  for path, given_sex in zip(paths, sexes):
+    result = {"study": path, "status": "refused", "reason": "", "model": model.description}
+    image = lm = None
+    try:
+      radiograph = dicom_io.read_radiograph(path)
+      image = radiograph.image
+      if table is None:
+        raise dicom_io.StudyError(path, LANDMARKS_NEEDED)
+      lm, why = match_landmarks(table, path)
+      if why:
+        raise dicom_io.StudyError(path, why)
+      crops = build.process_study(path, lm, model.spec, radiograph=radiograph)
+    except dicom_io.StudyError as e:
+      result["reason"] = str(e)
+    else:
+      bmd = model(crops)
+      source = "given" if given_sex else "DICOM header"
+      result.update(status="ok", bmd=bmd,
+                    **_scores(bmd, given_sex or header_sex(path), source, ref))
+    if out_dir and image is not None and lm is not None:
+      result["overlay"] = draw_overlay(image, np.asarray(lm, np.float64),
+                                       _title(path, result),
+                                       _overlay_path(out_dir, path, used))
+    results.append(result)
+  return results
+
+
+# ----------------------------------------------------------------- CLI
+
+
+def format_table(results: list[dict]) -> str:
+  """Human-readable report of predict_studies' output."""
+  lines = [f"model: {results[0]['model']}" if results else "no studies", ""]
+  for r in results:
+    if r["status"] != "ok":
+      lines += [f"REFUSED {r['reason']}"]
+    else:
+      sex = f"sex {r['sex']} ({r['sex_source']})" if r["sex"] else "sex unknown"
+      lines += [f"{r['study']}  [{sex}]",
+                f"  {'vertebra':<9}{'BMD g/cm2':>10}{'T-score':>9}  WHO category"]
+      for v, b in r["bmd"].items():
+        t = r["t_score"].get(v)
+        lines.append(f"  {v:<9}{b:>10.3f}" + (
+            f"{t:>9.2f}  {r['who_by_vertebra'][v]}" if t is not None else f"{'-':>9}  -"))
+      if r["who_category"]:
+        lines.append(f"  WHO category (lowest T-score): {r['who_category']}")
+      if r.get("note"):
+        lines.append(f"  note: {r['note']}")
+    if r.get("overlay"):
+      lines.append(f"  overlay: {r['overlay']}")
+    lines.append("")
+  if any(r["status"] == "ok" and r["t_score"] for r in results):
+    ok = next(r for r in results if r["status"] == "ok" and r["t_score"])
+    lines.append(f"T-score reference: {ok['tscore_reference']}")
+  lines.append(DISCLAIMER)
+  return "\n".join(lines)
+
+
+def define_flags():
+  """Defined on demand so that importing this module (tests, other entry
+  points) does not claim --workdir and friends."""
+  flags.DEFINE_string("workdir", None, "The bmdjax.train workdir (run.json, best/, "
+                      "checkpoints/).")
+  flags.DEFINE_string("landmarks", None, "landmarks.csv: image,x0,y0,...,x15,y15 in "
+                      "pixels; `image` matches the end of each study's path. Required "
+                      "until automatic landmark detection exists.")
+  flags.DEFINE_list("sex", None, "F or M for every study, or one per study "
+                    "(default: PatientSex from the DICOM header). T-scores need it.")
+  flags.DEFINE_bool("json", False, "Print a JSON list (one object per study, status "
+                    "ok|refused, reason) instead of the table.")
+  flags.DEFINE_string("out", "predict_out", "Folder for the overlay PNGs.")
+  flags.DEFINE_enum("checkpoint", "best", ["best", "latest"],
+                    "best (lowest validation RMSE) or the latest checkpoint.")
+  flags.DEFINE_string("reference", None, "Young-adult reference CSV for T-scores "
+                      "(sex,vertebra,mean,sd); default: the shipped table.")
+  flags.DEFINE_integer("size", None, "Crop size the model was trained on; only needed "
+                       "when the run's prepared dataset (prep.json) is gone.")
+
+
+def main(argv):
+  paths = argv[1:]
+  if not FLAGS.workdir:
+    raise app.UsageError("--workdir is required")
+  if not paths:
+    raise app.UsageError("give at least one study: python -m bmdjax.predict "
+                         "--workdir=W --landmarks=L.csv study.dcm")
+  try:
+    results = predict_studies(FLAGS.workdir, paths, FLAGS.landmarks, FLAGS.sex,
+                              FLAGS.checkpoint, FLAGS.reference, FLAGS.out, FLAGS.size)
+  except (FileNotFoundError, ValueError) as e:
+    raise SystemExit(f"error: {e}") from None
+  if FLAGS.json:
+    print(json.dumps(results, indent=2))
+  else:
+    print(format_table(results))
+  refused = sum(r["status"] != "ok" for r in results)
+  if refused:
+    print(f"{refused} of {len(results)} studies refused", file=sys.stderr)
+  return 1 if refused else 0
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)

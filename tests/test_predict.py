@@ -1,0 +1,131 @@
+"""Screening single studies: same numbers as evaluation, clear refusals, the CLI."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+from jax.sharding import NamedSharding, PartitionSpec as P
+import numpy as np
+import pandas as pd
+import pytest
+
+from bmdjax import inference, input_pipeline, predict, tscore
+from data_prep import synthesize
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def evaluated(tiny_run):
+  """Predictions of the test split exactly as bmdjax.evaluate computes them."""
+  config, workdir, _ = tiny_run
+  mesh = jax.make_mesh((jax.device_count(),), ("data",),
+                       axis_types=(jax.sharding.AxisType.Auto,))
+  run = inference.load_run_info(str(workdir))
+  scaler = inference.TargetScaler(run["target_stats"], config.target)
+  graphdef, params, rest = inference.init_model_state(config)
+  params, rest, _ = inference.restore_params(str(workdir), params, rest, "best")
+  source = input_pipeline.open_split(config.data.dir, "test")
+  return inference.predict_split(config, inference.make_predict_fn(graphdef), params, rest,
+                                 source, NamedSharding(mesh, P("data")), scaler)
+
+
+@pytest.fixture(scope="module")
+def studies(cohort_dir, evaluated, tmp_path_factory):
+  """Two good test studies, then one of each kind that must be refused."""
+  tmp = tmp_path_factory.mktemp("screen")
+  good = [str(cohort_dir / "dicom" / im) for im in evaluated["image"][:2]]
+  noise = np.random.default_rng(0).uniform(size=(64, 64))
+  synthesize.write_dicom(tmp / "ct.dcm", noise, modality="CT")
+  synthesize.write_dicom(tmp / "lateral.dcm", noise, view="LL")
+  (tmp / "notes.txt").write_text("not an image\n")
+  shutil.copy(good[0], tmp / "offimage.dcm")
+  landmarks = pd.read_csv(cohort_dir / "landmarks.csv")
+  off = landmarks[landmarks.image == os.path.basename(good[0])].copy()
+  off["image"] = "offimage.dcm"
+  off[[f"x{i}" for i in range(16)]] += 1e5
+  pd.concat([landmarks, off]).to_csv(tmp / "landmarks.csv", index=False)
+  bad = {name: str(tmp / name) for name in
+         ("ct.dcm", "lateral.dcm", "notes.txt", "missing.dcm", "offimage.dcm")}
+  return good, bad, str(tmp / "landmarks.csv"), tmp
+
+
+@pytest.fixture(scope="module")
+def screened(tiny_run, studies):
+  _, workdir, _ = tiny_run
+  good, bad, landmarks, tmp = studies
+  return predict.predict_studies(str(workdir), good + list(bad.values()),
+                                 landmarks=landmarks, out_dir=str(tmp / "out"))
+
+
+def test_predictions_match_evaluation(screened, studies, evaluated, cohort_dir):
+  good, _, _, _ = studies
+  labels = pd.read_csv(cohort_dir / "labels.csv").set_index("image")
+  ref = tscore.load_reference()
+  for result, path in zip(screened, good):
+    assert result["status"] == "ok", result
+    row = evaluated[evaluated.image == os.path.basename(path)].iloc[0]
+    assert list(result["bmd"]) == ["L1"]
+    np.testing.assert_allclose(result["bmd"]["L1"], row["pred_L1"], atol=1e-5)
+    # Sex from the DICOM header, which the synthetic cohort fills from labels.csv.
+    assert result["sex"] == labels.loc[os.path.basename(path), "sex"]
+    assert result["sex_source"] == "DICOM header"
+    t = tscore.t_score(result["bmd"]["L1"], result["sex"], "L1", ref)
+    assert result["t_score"]["L1"] == pytest.approx(t)
+    assert result["who_category"] == tscore.who_category(t)
+    assert os.path.getsize(result["overlay"]) > 0
+  json.dumps(screened)  # machine-readable as is
+
+
+def test_unusable_studies_are_refused_with_reasons(screened, studies):
+  good, bad, _, _ = studies
+  by_path = {r["study"]: r for r in screened[len(good):]}
+  expected = {"ct.dcm": "modality CT", "lateral.dcm": "not frontal",
+              "notes.txt": "not a readable DICOM", "missing.dcm": "file not found",
+              "offimage.dcm": "outside the image"}
+  for name, why in expected.items():
+    result = by_path[bad[name]]
+    assert result["status"] == "refused" and "bmd" not in result
+    assert bad[name] in result["reason"] and why in result["reason"], result["reason"]
+  text = predict.format_table(screened)
+  assert "REFUSED" in text and "WHO category" in text
+
+
+def test_missing_landmarks_say_what_is_needed(tiny_run, studies):
+  _, workdir, _ = tiny_run
+  good, _, _, _ = studies
+  (result,) = predict.predict_studies(str(workdir), good[:1], sex="F")
+  assert result["status"] == "refused"
+  assert good[0] in result["reason"] and predict.LANDMARKS_NEEDED in result["reason"]
+
+
+def test_crop_size_is_never_guessed(tiny_run, tmp_path):
+  config, _, _ = tiny_run
+  assert predict.crop_size({}, config) == 32
+  with pytest.raises(ValueError, match="trained on 32x32"):
+    predict.crop_size({}, config, size=64)
+  gone = config.copy_and_resolve_references()
+  gone.data.dir = str(tmp_path / "deleted")
+  with pytest.raises(ValueError, match="--size"):
+    predict.crop_size({}, gone)
+  assert predict.crop_size({}, gone, size=48) == 48
+
+
+def test_cli_json(tiny_run, studies, screened, tmp_path):
+  _, workdir, _ = tiny_run
+  good, bad, landmarks, _ = studies
+  proc = subprocess.run(
+      [sys.executable, "-m", "bmdjax.predict", f"--workdir={workdir}",
+       f"--landmarks={landmarks}", "--json", f"--out={tmp_path}", "--sex=M",
+       good[0], bad["notes.txt"]],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 1, proc.stderr  # one study refused
+  ok, refused = json.loads(proc.stdout)
+  assert ok["status"] == "ok" and ok["sex"] == "M" and ok["sex_source"] == "given"
+  assert ok["bmd"]["L1"] == pytest.approx(screened[0]["bmd"]["L1"], abs=1e-5)
+  assert ok["who_category"] == tscore.who_category(ok["t_score"]["L1"])
+  assert os.path.isfile(ok["overlay"])
+  assert refused["status"] == "refused" and bad["notes.txt"] in refused["reason"]
