@@ -20,20 +20,11 @@ from ml_collections import config_flags
 import numpy as np
 import pandas as pd
 
-from bmdjax import inference, input_pipeline, report
+from bmdjax import distributed, inference, input_pipeline, report
 from configs.common import VERTEBRAE
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "The config the run was trained with.",
-                                lock_config=True)
-flags.DEFINE_string("workdir", None, "The training workdir.")
-flags.DEFINE_string("split", "test", "Split to evaluate: train, validation or test.")
-flags.DEFINE_enum("checkpoint", "best", ["best", "latest"],
-                  "best (lowest validation RMSE) or the latest checkpoint.")
-flags.DEFINE_string("out", None, "Report folder (default WORKDIR/report).")
-flags.DEFINE_integer("bootstrap", 1000, "Bootstrap resamples for the 95% intervals.")
-flags.DEFINE_string("reference", None, "Young-adult reference CSV for T-scores "
-                    "(sex,vertebra,mean,sd); default: the shipped table.")
+
 
 
 def _design(sex, age):
@@ -62,15 +53,21 @@ def age_sex_baseline(train: pd.DataFrame, target: pd.DataFrame) -> pd.DataFrame:
 
 
 def evaluate(config, workdir: str, split: str = "test", checkpoint: str = "best",
-             out_dir: str | None = None, bootstrap: int = 1000, reference=None) -> dict:
-  """Predicts `split`, writes the report; returns the metrics dict."""
+             out_dir: str | None = None, bootstrap: int = 1000, reference=None,
+             devices=None) -> dict:
+  """Predicts `split`, writes the report; returns the metrics dict.
+
+  Every process predicts its slice of `split` on its devices (default: all
+  devices of all processes); process 0 alone writes the report, of all rows.
+  """
   out_dir = out_dir or os.path.join(workdir, "report")
-  mesh = jax.make_mesh((jax.device_count(),), ("data",),
-                       axis_types=(jax.sharding.AxisType.Auto,))
+  mesh = distributed.data_mesh(devices)
+  input_pipeline.check_batch(config.batch_size, mesh)
   run = inference.load_run_info(workdir)
   scaler = inference.TargetScaler(run["target_stats"], config.target)
   graphdef, params, rest = inference.init_model_state(config)
-  params, rest, step = inference.restore_params(workdir, params, rest, checkpoint)
+  params, rest, step = inference.restore_params(workdir, params, rest, checkpoint,
+                                                sharding=NamedSharding(mesh, P()))
   source = input_pipeline.open_split(config.data.dir, split)
   predictions = inference.predict_split(
       config, inference.make_predict_fn(graphdef), params, rest, source,
@@ -94,6 +91,7 @@ def evaluate(config, workdir: str, split: str = "test", checkpoint: str = "best"
 
 def main(argv):
   del argv
+  distributed.initialize()
   if not FLAGS.workdir:
     raise app.UsageError("--workdir is required")
   evaluate(FLAGS.config, FLAGS.workdir, FLAGS.split, FLAGS.checkpoint, FLAGS.out,
@@ -105,5 +103,22 @@ def main(argv):
     print(f"\nreport written to {out_dir}")
 
 
+def define_flags():
+  """Defined on demand so that importing this module (tests, other
+  entry points) does not claim the --config flag."""
+  config_flags.DEFINE_config_file("config", None, "The config the run was trained with.",
+                                  lock_config=True)
+  flags.DEFINE_string("workdir", None, "The training workdir.")
+  flags.DEFINE_string("split", "test", "Split to evaluate: train, validation or test.")
+  flags.DEFINE_enum("checkpoint", "best", ["best", "latest"],
+                    "best (lowest validation RMSE) or the latest checkpoint.")
+  flags.DEFINE_string("out", None, "Report folder (default WORKDIR/report).")
+  flags.DEFINE_integer("bootstrap", 1000, "Bootstrap resamples for the 95% intervals.")
+  flags.DEFINE_string("reference", None, "Young-adult reference CSV for T-scores "
+                      "(sex,vertebra,mean,sd); default: the shipped table.")
+  distributed.define_flags()
+
+
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -12,6 +12,7 @@ import os
 from flax import nnx
 import jax
 import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 import orbax.checkpoint as ocp
 import pandas as pd
@@ -63,22 +64,45 @@ def make_predict_fn(graphdef):
 
 def predict_split(config, predict_fn, params, rest, source, sharding,
                   scaler: TargetScaler, desc: str = "") -> pd.DataFrame:
-  """Predictions for every record of `source`, in the predictions.csv schema."""
+  """Predictions for every record of `source`, in the predictions.csv schema
+  and in the split's order.
+
+  Each process predicts its own slice of the records; the rows of all
+  processes are then gathered, so every process returns the same, complete
+  DataFrame (training's validation needs all of them to agree on "best").
+  """
   from tqdm import tqdm
+  # Replicated on the batch's mesh (a no-op when they already are).
+  params, rest = jax.device_put((params, rest), NamedSharding(sharding.mesh, P()))
   rows = []
   batches = input_pipeline.eval_batches(config, source)
-  total = -(-len(source) // input_pipeline.per_process_batch(config.batch_size))
+  total = input_pipeline.num_eval_batches(config, len(source))
   for batch, meta, valid in tqdm(batches, total=total, desc=desc or "predict",
                                  disable=jax.process_index() != 0, leave=False):
     x = input_pipeline.to_global({"x": batch["x"]}, sharding)["x"]
-    z = np.asarray(jax.device_get(predict_fn(params, rest, x)))
+    z = input_pipeline.to_local(predict_fn(params, rest, x))
     pred = scaler.denormalise(z)
     for i in np.flatnonzero(valid):
       row = {**meta[i], "sex": SEX_NAMES[int(batch["sex"][i])], "age": float(batch["age"][i])}
       row.update({f"true_{v}": float(batch["bmd"][i][j]) for j, v in enumerate(VERTEBRAE)})
       row.update({f"pred_{v}": float(pred[i][j]) for j, v in enumerate(scaler.names)})
       rows.append(row)
+  rows = sorted(allgather_rows(rows), key=lambda r: r.pop("index"))
   return pd.DataFrame(rows)
+
+
+def allgather_rows(rows: list[dict]) -> list[dict]:
+  """Every process's rows (JSON-serialisable dicts), on every process."""
+  if jax.process_count() == 1:
+    return rows
+  from jax.experimental import multihost_utils
+  blob = np.frombuffer(json.dumps(rows).encode(), np.uint8)
+  sizes = multihost_utils.process_allgather(np.array([blob.size], np.int32)).reshape(-1)
+  padded = np.zeros(int(sizes.max()), np.uint8)
+  padded[:blob.size] = blob
+  blobs = multihost_utils.process_allgather(padded)
+  return [row for blob, size in zip(blobs, sizes)
+          for row in json.loads(bytes(blob[:size]).decode())]
 
 
 def quick_metrics(df: pd.DataFrame) -> dict:
@@ -109,8 +133,11 @@ def load_run_info(workdir: str) -> dict:
     return json.load(f)
 
 
-def restore_params(workdir: str, params, rest, which: str = "best"):
-  """Restores (params, rest) from `workdir/best` or the latest checkpoint."""
+def restore_params(workdir: str, params, rest, which: str = "best", sharding=None):
+  """Restores (params, rest) from `workdir/best` or the latest checkpoint.
+
+  With `sharding` (e.g. replicated on the current mesh) the arrays are placed
+  so; the checkpoint may have been written on any number of devices/hosts."""
   folder = os.path.join(os.path.abspath(workdir), "best" if which == "best" else "checkpoints")
   with ocp.CheckpointManager(folder) as mngr:
     step = mngr.latest_step()
@@ -118,6 +145,10 @@ def restore_params(workdir: str, params, rest, which: str = "best"):
       raise FileNotFoundError(f"no checkpoint in {folder}; train first (bmdjax.train)")
     target = {"params": params, "rest": rest}
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-    restored = mngr.restore(step, args=ocp.args.Composite(
-        model=ocp.args.PyTreeRestore(abstract, partial_restore=True)))
+    if sharding is not None:
+      abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype,
+                                                             sharding=sharding), abstract)
+    restored = mngr.restore(step, args=ocp.args.Composite(model=ocp.args.PyTreeRestore(
+        abstract, partial_restore=True,
+        restore_args=ocp.checkpoint_utils.construct_restore_args(abstract))))
   return restored["model"]["params"], restored["model"]["rest"], step

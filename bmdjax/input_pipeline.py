@@ -1,9 +1,13 @@
 """grain input pipeline over the prepared ArrayRecord shards.
 
-Each process reads its own slice of the records (`process_index::process_count`),
-so no record is read twice per epoch; batches go to the devices as global
-`jax.Array`s sharded over the mesh's `data` axis. Crops stay uint16 until they
-are on the device (half the host->device traffic of float32).
+The training order is defined on the whole split, not per process: each epoch
+is one permutation of all records, cut into global batches, and process p of P
+reads only rows [p*b, (p+1)*b) of every global batch (b = batch_size / P). So no
+record is read twice per epoch, and 1 process or P processes train on the same
+global batches (see `train_dataset`). Evaluation reads records p, p+P, ... on
+process p (`eval_batches`). Batches go to the devices as global `jax.Array`s
+sharded over the mesh's `data` axis. Crops stay uint16 until they are on the
+device (half the host->device traffic of float32).
 """
 
 from __future__ import annotations
@@ -86,39 +90,66 @@ def per_process_batch(global_batch: int) -> int:
   if global_batch % jax.process_count():
     raise ValueError(f"batch_size {global_batch} is not divisible by the "
                      f"{jax.process_count()} processes")
-  local = global_batch // jax.process_count()
-  if local % jax.local_device_count():
-    raise ValueError(f"per-process batch {local} is not divisible by the "
-                     f"{jax.local_device_count()} local devices")
-  return local
+  return global_batch // jax.process_count()
+
+
+def check_batch(global_batch: int, mesh) -> None:
+  """The global batch must split evenly over the mesh's devices."""
+  per_process_batch(global_batch)
+  if global_batch % mesh.size:
+    raise ValueError(f"batch_size {global_batch} is not divisible by the {mesh.size} "
+                     f"devices; use a multiple of {mesh.size} (--config.batch_size)")
 
 
 TRAIN_KEYS = ("x", "y", "mask")
 
 
 def train_dataset(config, source) -> grain.IterDataset:
-  """Endless, reshuffled each epoch, this process's slice only."""
+  """Endless; this process's share of every global batch.
+
+  The global stream is the split reshuffled each epoch (seed
+  `input.shuffle_seed` + epoch) and repeated; global batch k is its records
+  [k*B, (k+1)*B), batches running on across epoch boundaries (nothing is
+  dropped). It is cut into chunks of b = B/P records and process p takes chunks
+  p, p+P, ..., i.e. rows [p*b, (p+1)*b) of each global batch, in the order the
+  mesh lays the processes' devices out (`distributed.data_mesh`). Hence:
+  every record is read by one process once per epoch (each process reads
+  about n/P of them, not exactly); the global batches, and so the training,
+  are the same for any number of processes; and after `step` steps every
+  process's iterator is at position `step`, whatever the topology.
+  """
   ds = grain.MapDataset.source(source)
-  ds = ds[jax.process_index()::jax.process_count()]
   ds = ds.shuffle(seed=config.input.shuffle_seed).repeat(None)
   example = make_example_fn(config)
   ds = ds.map(lambda r: {k: v for k, v in example(r).items() if k in TRAIN_KEYS})
   ds = ds.batch(per_process_batch(config.batch_size), drop_remainder=True)
+  ds = ds[jax.process_index()::jax.process_count()]
   return ds.to_iter_dataset(grain.ReadOptions(
       num_threads=config.input.read_threads,
       prefetch_buffer_size=max(config.input.prefetch_batches, 1)))
 
 
 def steps_per_epoch(config, num_records: int) -> int:
-  """Whole global batches per pass over the data (the remainder is skipped)."""
-  per_process = num_records // jax.process_count()
-  return max(per_process // per_process_batch(config.batch_size), 1)
+  """Global batches per pass over the split: floor(n / batch_size), the same on
+  every process (batches straddle epoch boundaries, so no record is skipped)."""
+  return max(num_records // config.batch_size, 1)
+
+
+def num_eval_batches(config, num_records: int, batch_size: int | None = None) -> int:
+  """Batches of `eval_batches`: the same on every process."""
+  batch_size = batch_size or per_process_batch(config.batch_size)
+  largest_share = -(-num_records // jax.process_count())
+  return max(-(-largest_share // batch_size), 1)
 
 
 def eval_batches(config, source, batch_size: int | None = None):
   """One ordered pass over this process's slice, padded to whole batches.
 
-  Yields (batch, meta, valid) where `valid` marks the real (non-padding) rows.
+  Process p of P reads records p, p+P, ... (floor(n/P) or ceil(n/P) of them).
+  Every process yields `num_eval_batches` batches, since the sharded predict
+  step is collective; rows past its share are padding. Yields (batch, meta,
+  valid): `meta` holds patient_id, image and the record `index` in the split
+  of the real rows, and `valid` marks them.
   """
   batch_size = batch_size or per_process_batch(config.batch_size)
   fn = make_example_fn(config)
@@ -127,10 +158,15 @@ def eval_batches(config, source, batch_size: int | None = None):
   ds = ds.map(lambda r: (fn(r), _meta_fn(r)))
   it = iter(ds.to_iter_dataset(grain.ReadOptions(
       num_threads=config.input.read_threads, prefetch_buffer_size=2 * batch_size)))
-  for start in range(0, len(indices), batch_size):
-    items = [next(it) for _ in range(min(batch_size, len(indices) - start))]
+  pad = None
+  for start in range(0, num_eval_batches(config, len(source), batch_size) * batch_size,
+                     batch_size):
+    items = [next(it) for _ in range(max(min(batch_size, len(indices) - start), 0))]
     n = len(items)
-    items += [items[-1]] * (batch_size - n)
+    for (_, m), i in zip(items, indices[start:]):
+      m["index"] = i
+    pad = items[-1] if items else pad or (fn(source[0]), None)
+    items += [pad] * (batch_size - n)
     batch = {k: np.stack([ex[k] for ex, _ in items]) for k in items[0][0]}
     meta = [m for _, m in items[:n]]
     yield batch, meta, np.arange(batch_size) < n
@@ -139,6 +175,13 @@ def eval_batches(config, source, batch_size: int | None = None):
 def to_global(batch: dict, sharding) -> dict:
   """Process-local numpy batch -> global jax.Arrays sharded over the mesh."""
   return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+
+
+def to_local(x: jax.Array) -> np.ndarray:
+  """Global array split over its first axis -> this process's rows, in the
+  order `to_global` took them (the whole array on a single process)."""
+  shards = {s.index[0].indices(x.shape[0]): s for s in x.addressable_shards}
+  return np.concatenate([np.asarray(shards[k].data) for k in sorted(shards)])
 
 
 class DeviceIterator:
@@ -186,3 +229,11 @@ class DeviceIterator:
 
   def start_prefetch(self) -> None:
     pass
+
+  def seek(self, position: int) -> None:
+    """Restarts at the `position`-th batch of the stream: the position after
+    `position` training steps in any topology (see `train_dataset`)."""
+    state = iter(self._dataset).get_state()
+    if set(state) != {"next_index"}:
+      raise NotImplementedError(f"cannot seek a grain iterator with state {state}")
+    self.set_state(json.dumps({"next_index": int(position)}).encode())

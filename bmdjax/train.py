@@ -8,11 +8,14 @@ The same code runs on one device or many: the batch is sharded over the mesh's
 `data` axis, the state is replicated, and XLA inserts the gradient all-reduce.
 Restarting with the same workdir resumes from the latest checkpoint, the data
 iterator included, so an interrupted run ends with the same parameters as an
-uninterrupted one.
+uninterrupted one. A checkpoint restores on another number of devices or
+processes too (see `restore_checkpoint`); `bmdjax.distributed` starts the
+processes of a multi-host run (launch/README.md).
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import time
@@ -28,16 +31,10 @@ import optax
 import orbax.checkpoint as ocp
 from tqdm import tqdm
 
-from bmdjax import augment, inference, input_pipeline
+from bmdjax import augment, distributed, inference, input_pipeline
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file(
-    "config", None, "Model config file, e.g. configs/attmulroi.py:demo,target=L2.",
-    lock_config=True)
-flags.DEFINE_string("workdir", None, "Checkpoints, TensorBoard logs and reports go here.")
-flags.DEFINE_integer("stop_after_steps", None,
-                     "Stop (with a checkpoint) after this global step, as a preemption "
-                     "would; rerunning resumes. For tests and time-boxed jobs.")
+
 
 
 # ----------------------------------------------------------------- pieces
@@ -119,28 +116,58 @@ def save_checkpoint(mngr, state, data_iter, force=False):
       data=grain.checkpoint.CheckpointSave(data_iter)), force=force)
 
 
+def saved_process_count(mngr, step: int) -> int | None:
+  """How many processes wrote the data-iterator state of checkpoint `step`."""
+  names = glob.glob(os.path.join(str(mngr.directory), str(step), "data", "process_*-of-*.json"))
+  counts = {int(n.rsplit("-of-", 1)[1][:-len(".json")]) for n in names}
+  return counts.pop() if len(counts) == 1 else None
+
+
 def restore_checkpoint(mngr, state, data_iter):
+  """Restores the latest checkpoint into the shardings of `state` (the current
+  mesh), whatever the number of devices it was saved from: the state is
+  replicated plain arrays. The data iterator's state is one file per process;
+  if the process count changed, the iterator is instead set to the position
+  the step implies, which `input_pipeline.train_dataset` makes the same in
+  every topology: exact as long as batch_size and shuffle_seed are unchanged."""
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
   step = mngr.latest_step()
-  restored = mngr.restore(step, args=ocp.args.Composite(
-      model=ocp.args.PyTreeRestore({"params": abstract["params"], "rest": abstract["rest"]}),
-      opt=ocp.args.PyTreeRestore({"opt": abstract["opt"], "step": abstract["step"]}),
-      data=grain.checkpoint.CheckpointRestore(data_iter)))
-  return {**restored["model"], **restored["opt"]}
+  def target(tree):  # restore_args: the shardings asked for, not the ones saved
+    return ocp.args.PyTreeRestore(
+        tree, restore_args=ocp.checkpoint_utils.construct_restore_args(tree))
+  items = dict(model=target({"params": abstract["params"], "rest": abstract["rest"]}),
+               opt=target({"opt": abstract["opt"], "step": abstract["step"]}))
+  saved_by = saved_process_count(mngr, step)
+  if saved_by == jax.process_count():
+    items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+  restored = mngr.restore(step, args=ocp.args.Composite(**items))
+  state = {**restored["model"], **restored["opt"]}
+  if saved_by != jax.process_count():
+    logging.warning(
+        "checkpoint %d was written by %s processes, this run has %d: model and optimizer "
+        "restored; the data order continues from step %d as the step implies (exact if "
+        "batch_size and input.shuffle_seed are unchanged)", step, saved_by,
+        jax.process_count(), int(state["step"]))
+    data_iter.seek(int(state["step"]))
+  return state
 
 
 # ----------------------------------------------------------------- train
 
 
-def train_and_evaluate(config, workdir: str, stop_after_steps: int | None = None) -> dict:
-  """Runs (or resumes) training; returns the best validation summary."""
+def train_and_evaluate(config, workdir: str, stop_after_steps: int | None = None,
+                       devices=None) -> dict:
+  """Runs (or resumes) training; returns the best validation summary.
+
+  `devices`: the devices to train on (default: all devices of all processes).
+  """
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   is_chief = jax.process_index() == 0
 
   # --- mesh: one data-parallel axis over every device of every host.
-  mesh = jax.make_mesh((jax.device_count(),), ("data",),
-                       axis_types=(jax.sharding.AxisType.Auto,))
+  mesh = distributed.data_mesh(devices)
+  input_pipeline.check_batch(config.batch_size, mesh)
   replicated = NamedSharding(mesh, P())
   data_sharding = NamedSharding(mesh, P("data"))
 
@@ -204,9 +231,9 @@ def train_and_evaluate(config, workdir: str, stop_after_steps: int | None = None
   bar = tqdm(total=total_steps, initial=step, disable=not is_chief, desc="train",
              unit="step", dynamic_ncols=True)
   logging.info("%d devices, %d processes; %d steps/epoch, %d epochs, global batch %d",
-               jax.device_count(), jax.process_count(), steps_per_epoch, config.num_epochs,
+               mesh.size, jax.process_count(), steps_per_epoch, config.num_epochs,
                config.batch_size)
-  history, t0 = [], time.time()
+  history, t0, last_logged = [], time.time(), step
   while step < end:
     batch = next(train_iter)
     state, metrics = train_step(state, batch)
@@ -218,10 +245,12 @@ def train_and_evaluate(config, workdir: str, stop_after_steps: int | None = None
         raise FloatingPointError(
             f"loss is {metrics['loss']} at step {step}; the last good checkpoint is kept "
             f"in {mngr.directory}. Lower --config.optim.lr or check the data.")
-      rate = config.log_every_steps * config.batch_size / max(time.time() - t0, 1e-9)
-      t0 = time.time()
+      seconds_per_step = (time.time() - t0) / (step - last_logged)
+      rate = config.batch_size / max(seconds_per_step, 1e-9)
+      t0, last_logged = time.time(), step
       bar.set_postfix(loss=f"{metrics['loss']:.4f}")
-      history.append({"step": step, **{k: float(v) for k, v in metrics.items()}})
+      history.append({"step": step, **{k: float(v) for k, v in metrics.items()},
+                      "seconds_per_step": seconds_per_step})
       if writer:
         for k, v in metrics.items():
           writer.add_scalar(f"train/{k}", float(v), step)
@@ -229,7 +258,9 @@ def train_and_evaluate(config, workdir: str, stop_after_steps: int | None = None
                                             else lr_schedule), step)
         writer.add_scalar("train/samples_per_second", rate, step)
     if step % steps_per_epoch == 0 and (step // steps_per_epoch) % config.eval_every_epochs == 0:
+      t_val = time.time()
       val = run_validation(step)
+      t0 += time.time() - t_val  # training throughput excludes validation
       if writer:
         writer.add_scalar("validation/rmse", val["rmse"], step)
         for v, m in val["metrics"].items():
@@ -257,6 +288,7 @@ def train_and_evaluate(config, workdir: str, stop_after_steps: int | None = None
 
 def main(argv):
   del argv
+  distributed.initialize()
   if not FLAGS.workdir:
     raise app.UsageError("--workdir is required")
   config = FLAGS.config
@@ -267,5 +299,19 @@ def main(argv):
     print(json.dumps({"best_validation": out["best"]}, indent=2))
 
 
+def define_flags():
+  """Defined on demand so that importing this module (tests, other
+  entry points) does not claim the --config flag."""
+  config_flags.DEFINE_config_file(
+      "config", None, "Model config file, e.g. configs/attmulroi.py:demo,target=L2.",
+      lock_config=True)
+  flags.DEFINE_string("workdir", None, "Checkpoints, TensorBoard logs and reports go here.")
+  flags.DEFINE_integer("stop_after_steps", None,
+                       "Stop (with a checkpoint) after this global step, as a preemption "
+                       "would; rerunning resumes. For tests and time-boxed jobs.")
+  distributed.define_flags()
+
+
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
