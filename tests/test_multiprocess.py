@@ -21,11 +21,15 @@ import pandas as pd
 import pytest
 
 from bmdjax import distributed, evaluate, inference, train
-from tests.test_scaling import (LOSS_RTOL, PARAM_ATOL, compilation_cache, flat,  # noqa: F401
-                                num_steps, scaling_config)
+from tests.test_scaling import compilation_cache, flat, num_steps, scaling_config  # noqa: F401
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_PROCESSES = 2
+# Each device computes the same one-record slice in both runs; only the
+# all-reduce differs (in-process vs gloo). Measured: losses within 1e-7 and
+# parameters within 3e-8 after 9 steps; one SGD step moves them by ~2e-2.
+LOSS_RTOL = 1e-5
+PARAM_ATOL = 1e-5
 
 
 def free_port() -> int:
