@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 
 from flax import nnx
 import jax
@@ -106,16 +107,23 @@ def allgather_rows(rows: list[dict]) -> list[dict]:
 
 
 def quick_metrics(df: pd.DataFrame) -> dict:
-  """r and RMSE per predicted vertebra (the per-epoch validation summary)."""
+  """r and RMSE per predicted vertebra (the per-epoch validation summary).
+
+  Same definitions as the report (bmdjax.metrics); undefined values (e.g. an
+  untrained model's constant output) are NaN here so the epoch log still prints.
+  """
+  from bmdjax import metrics
   out = {}
   for v in VERTEBRAE:
     if f"pred_{v}" not in df:
       continue
     t, p = df[f"true_{v}"].to_numpy(), df[f"pred_{v}"].to_numpy()
     ok = np.isfinite(t) & np.isfinite(p)
-    t, p = t[ok], p[ok]
-    r = float(np.corrcoef(t, p)[0, 1]) if len(t) > 1 and np.std(p) > 0 else float("nan")
-    out[v] = {"r": r, "rmse": float(np.sqrt(np.mean((t - p) ** 2)))}
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", metrics.UndefinedMetricWarning)
+      r, rmse = metrics.pearson_r(t[ok], p[ok]), metrics.rmse(t[ok], p[ok])
+    out[v] = {"r": float("nan") if r is None else r,
+              "rmse": float("nan") if rmse is None else rmse}
   return out
 
 
