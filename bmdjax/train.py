@@ -11,6 +11,12 @@ iterator included, so an interrupted run ends with the same parameters as an
 uninterrupted one. A checkpoint restores on another number of devices or
 processes too (see `restore_checkpoint`); `bmdjax.distributed` starts the
 processes of a multi-host run (launch/README.md).
+
+Faults: SIGTERM or Ctrl-C saves a checkpoint after the current step and exits
+with status 0 (`bmdjax.preemption`); a kill -9 loses only the steps since the
+last checkpoint; a NaN or infinite loss stops the run before it is saved,
+keeping the last good checkpoint; a checkpoint that does not read back is moved
+aside and the previous one is used.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import optax
 import orbax.checkpoint as ocp
 from tqdm import tqdm
 
-from bmdjax import augment, distributed, inference, input_pipeline
+from bmdjax import augment, distributed, inference, input_pipeline, preemption
 
 FLAGS = flags.FLAGS
 
@@ -104,9 +110,17 @@ def make_train_step(loss_fn, tx, seed: int):
     updates, opt = tx.update(grads, state["opt"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     metrics["grad_norm"] = optax.global_norm(grads)
-    metrics["finite"] = jnp.isfinite(metrics["loss"])
+    # The new parameters too: a finite loss with an overflowing update must not
+    # reach a checkpoint.
+    metrics["finite"] = jnp.isfinite(metrics["loss"]) & jnp.isfinite(
+        metrics["grad_norm"]) & jnp.isfinite(optax.global_norm(params))
     return {"params": params, "rest": rest, "opt": opt, "step": state["step"] + 1}, metrics
   return train_step
+
+
+@jax.jit
+def all_finite(tree):
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
 def save_checkpoint(mngr, state, data_iter, force=False):
@@ -123,15 +137,16 @@ def saved_process_count(mngr, step: int) -> int | None:
   return counts.pop() if len(counts) == 1 else None
 
 
-def restore_checkpoint(mngr, state, data_iter):
-  """Restores the latest checkpoint into the shardings of `state` (the current
-  mesh), whatever the number of devices it was saved from: the state is
-  replicated plain arrays. The data iterator's state is one file per process;
-  if the process count changed, the iterator is instead set to the position
-  the step implies, which `input_pipeline.train_dataset` makes the same in
-  every topology: exact as long as batch_size and shuffle_seed are unchanged."""
+def restore_checkpoint(mngr, state, data_iter, step: int | None = None):
+  """Restores checkpoint `step` (default: the latest) into the shardings of
+  `state` (the current mesh), whatever the number of devices it was saved
+  from: the state is replicated plain arrays. The data iterator's state is one
+  file per process; if the process count changed, the iterator is instead set
+  to the position the step implies, which `input_pipeline.train_dataset` makes
+  the same in every topology: exact as long as batch_size and shuffle_seed are
+  unchanged."""
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-  step = mngr.latest_step()
+  step = mngr.latest_step() if step is None else step
   def target(tree):  # restore_args: the shardings asked for, not the ones saved
     return ocp.args.PyTreeRestore(
         tree, restore_args=ocp.checkpoint_utils.construct_restore_args(tree))
@@ -142,6 +157,10 @@ def restore_checkpoint(mngr, state, data_iter):
     items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
   restored = mngr.restore(step, args=ocp.args.Composite(**items))
   state = {**restored["model"], **restored["opt"]}
+  if int(state["step"]) != step:
+    raise ValueError(f"holds step {int(state['step'])}, not {step}")
+  if not bool(all_finite(state["params"])):
+    raise ValueError("holds non-finite parameters")
   if saved_by != jax.process_count():
     logging.warning(
         "checkpoint %d was written by %s processes, this run has %d: model and optimizer "
@@ -150,6 +169,47 @@ def restore_checkpoint(mngr, state, data_iter):
         jax.process_count(), int(state["step"]))
     data_iter.seek(int(state["step"]))
   return state
+
+
+def restore_latest_good(mngr, state, data_iter):
+  """Restores the newest checkpoint that reads back whole and finite.
+
+  A checkpoint broken by a full disk, a bad node or a hand edit is moved aside
+  (to `corrupt_<step>_<n>`, which orbax ignores) with a warning, and the one
+  before it is tried: losing a few hundred steps beats losing the run or
+  training on garbage. Raises if none is usable, rather than silently
+  starting over.
+  """
+  tried = []
+  for step in sorted(mngr.all_steps(), reverse=True):
+    try:
+      return restore_checkpoint(mngr, state, data_iter, step)
+    except Exception as e:  # orbax/tensorstore raise many types for bad bytes
+      reason = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+      tried.append(f"{step} ({reason})")
+      aside = _move_aside(mngr, step)
+      logging.warning("checkpoint %d in %s cannot be restored (%s); moved it to %s and "
+                      "falling back to the previous checkpoint", step, mngr.directory,
+                      reason, aside)
+  raise RuntimeError(
+      f"no checkpoint in {mngr.directory} could be restored: {'; '.join(tried)}. The broken "
+      "ones were moved aside as corrupt_*; remove the folder to start the run over.")
+
+
+def _move_aside(mngr, step: int) -> str:
+  directory = str(mngr.directory)
+  aside = os.path.join(directory, f"corrupt_{step}")
+  n = 0
+  while os.path.exists(f"{aside}_{n}"):
+    n += 1
+  aside = f"{aside}_{n}"
+  if jax.process_index() == 0:
+    os.rename(os.path.join(directory, str(step)), aside)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(f"corrupt checkpoint {step} moved aside")
+  mngr.reload()
+  return aside
 
 
 # ----------------------------------------------------------------- train
@@ -197,8 +257,8 @@ def train_and_evaluate(config, workdir: str, stop_after_steps: int | None = None
       options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, create=True))
   best_mngr = ocp.CheckpointManager(
       os.path.join(workdir, "best"), options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
-  if mngr.latest_step() is not None:
-    state = restore_checkpoint(mngr, state, train_iter)
+  if mngr.all_steps():
+    state = restore_latest_good(mngr, state, train_iter)
     logging.info("resumed from step %d", int(state["step"]))
   if is_chief:
     inference.save_run_info(workdir, config, prep["target_stats"])
@@ -234,56 +294,80 @@ def train_and_evaluate(config, workdir: str, stop_after_steps: int | None = None
                mesh.size, jax.process_count(), steps_per_epoch, config.num_epochs,
                config.batch_size)
   history, t0, last_logged = [], time.time(), step
-  while step < end:
-    batch = next(train_iter)
-    state, metrics = train_step(state, batch)
-    step += 1
-    bar.update(1)
-    if step % config.log_every_steps == 0 or step == end:
-      metrics = jax.device_get(metrics)
-      if not metrics.pop("finite"):
-        raise FloatingPointError(
-            f"loss is {metrics['loss']} at step {step}; the last good checkpoint is kept "
-            f"in {mngr.directory}. Lower --config.optim.lr or check the data.")
-      seconds_per_step = (time.time() - t0) / (step - last_logged)
-      rate = config.batch_size / max(seconds_per_step, 1e-9)
-      t0, last_logged = time.time(), step
-      bar.set_postfix(loss=f"{metrics['loss']:.4f}")
-      history.append({"step": step, **{k: float(v) for k, v in metrics.items()},
-                      "seconds_per_step": seconds_per_step})
-      if writer:
-        for k, v in metrics.items():
-          writer.add_scalar(f"train/{k}", float(v), step)
-        writer.add_scalar("train/lr", float(lr_schedule(step) if callable(lr_schedule)
-                                            else lr_schedule), step)
-        writer.add_scalar("train/samples_per_second", rate, step)
-    if step % steps_per_epoch == 0 and (step // steps_per_epoch) % config.eval_every_epochs == 0:
-      t_val = time.time()
-      val = run_validation(step)
-      t0 += time.time() - t_val  # training throughput excludes validation
-      if writer:
-        writer.add_scalar("validation/rmse", val["rmse"], step)
-        for v, m in val["metrics"].items():
-          writer.add_scalar(f"validation/r_{v}", m["r"], step)
-      tqdm.write(f"epoch {val['epoch']}: validation " + ", ".join(
-          f"{v} r={m['r']:.3f} rmse={m['rmse']:.4f}" for v, m in val["metrics"].items()))
-      if best is None or val["rmse"] < best["rmse"]:
-        best = val
-        best_mngr.save(step, args=ocp.args.Composite(model=ocp.args.PyTreeSave(
-            {"params": state["params"], "rest": state["rest"]})), force=True)
-        best_mngr.wait_until_finished()
-        if is_chief:
-          with open(best_path, "w") as f:
-            json.dump(best, f, indent=2)
-    if step % config.checkpoint_every_steps == 0 or step == end:
-      save_checkpoint(mngr, state, train_iter, force=step == end)
-  bar.close()
-  mngr.wait_until_finished()
+  finite, checked = jnp.array(True), step  # all losses finite since step `checked`
+
+  def check_finite(step):
+    """Reads the on-device flag (a host sync: only on log, eval and save steps)."""
+    nonlocal checked
+    if not bool(finite):
+      mngr.wait_until_finished()
+      raise FloatingPointError(
+          f"the training loss became NaN or infinite between steps {checked} and {step}; "
+          f"training stopped before saving it. The last good checkpoint (step "
+          f"{mngr.latest_step()}) is kept in {mngr.directory} and a rerun resumes from it. "
+          "Lower --config.optim.lr, set --config.optim.grad_clip, or check the data.")
+    checked = step
+
+  preempted = None
+  with preemption.StopRequest() as stop_request:
+    while step < end:
+      batch = next(train_iter)
+      state, metrics = train_step(state, batch)
+      finite = finite & metrics.pop("finite")
+      step += 1
+      bar.update(1)
+      log_step = step % config.log_every_steps == 0 or step == end
+      if log_step:
+        metrics = jax.device_get(metrics)
+        check_finite(step)
+        seconds_per_step = (time.time() - t0) / (step - last_logged)
+        rate = config.batch_size / max(seconds_per_step, 1e-9)
+        t0, last_logged = time.time(), step
+        bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+        history.append({"step": step, **{k: float(v) for k, v in metrics.items()},
+                        "seconds_per_step": seconds_per_step})
+        if writer:
+          for k, v in metrics.items():
+            writer.add_scalar(f"train/{k}", float(v), step)
+          writer.add_scalar("train/lr", float(lr_schedule(step) if callable(lr_schedule)
+                                              else lr_schedule), step)
+          writer.add_scalar("train/samples_per_second", rate, step)
+      if step % steps_per_epoch == 0 and (step // steps_per_epoch) % config.eval_every_epochs == 0:
+        check_finite(step)
+        t_val = time.time()
+        val = run_validation(step)
+        t0 += time.time() - t_val  # training throughput excludes validation
+        if writer:
+          writer.add_scalar("validation/rmse", val["rmse"], step)
+          for v, m in val["metrics"].items():
+            writer.add_scalar(f"validation/r_{v}", m["r"], step)
+        tqdm.write(f"epoch {val['epoch']}: validation " + ", ".join(
+            f"{v} r={m['r']:.3f} rmse={m['rmse']:.4f}" for v, m in val["metrics"].items()))
+        if best is None or val["rmse"] < best["rmse"]:
+          best = val
+          best_mngr.save(step, args=ocp.args.Composite(model=ocp.args.PyTreeSave(
+              {"params": state["params"], "rest": state["rest"]})), force=True)
+          best_mngr.wait_until_finished()
+          if is_chief:
+            with open(best_path, "w") as f:
+              json.dump(best, f, indent=2)
+      stop_now = stop_request.should_stop(sync_point=log_step)
+      if step % config.checkpoint_every_steps == 0 or step == end or stop_now:
+        check_finite(step)
+        save_checkpoint(mngr, state, train_iter, force=step == end or stop_now)
+      if stop_now:
+        preempted = stop_request.local or "a stop on another process"
+        tqdm.write(f"{preempted}: stopped at step {step} with a checkpoint in "
+                   f"{mngr.directory}; rerun the same command to resume.")
+        break
+    bar.close()
+    mngr.wait_until_finished()  # inside: a SIGTERM now must not kill the save
   mngr.close()
   best_mngr.close()
   if writer:
     writer.close()
-  return {"best": best, "history": history, "step": step, "state": state}
+  return {"best": best, "history": history, "step": step, "state": state,
+          "preempted": preempted}
 
 
 def main(argv):
@@ -295,6 +379,8 @@ def main(argv):
   if not config.data.dir:
     raise app.UsageError("set --config.data.dir to a folder prepared by data_prep.build")
   out = train_and_evaluate(config, FLAGS.workdir, FLAGS.stop_after_steps)
+  if out["preempted"]:
+    return  # exit code 0: the checkpoint is complete; the scheduler may requeue
   if out["best"]:
     print(json.dumps({"best_validation": out["best"]}, indent=2))
 
