@@ -75,3 +75,11 @@ class StopRequest:
     from jax.experimental import multihost_utils
     flags = multihost_utils.process_allgather(np.array(self._requested is not None))
     return bool(np.any(flags))
+
+
+def signal_number(name: str) -> int:
+  """SIGTERM's number for "SIGTERM"; SIGTERM's for a stop another process saw."""
+  try:
+    return int(signal.Signals[name])
+  except KeyError:
+    return int(signal.SIGTERM)

@@ -13,7 +13,7 @@ processes too (see `restore_checkpoint`); `bmdjax.distributed` starts the
 processes of a multi-host run (launch/README.md).
 
 Faults: SIGTERM or Ctrl-C saves a checkpoint after the current step and exits
-with status 0 (`bmdjax.preemption`); a kill -9 loses only the steps since the
+with status 143 or 130 (`bmdjax.preemption`); a kill -9 loses only the steps since the
 last checkpoint; a NaN or infinite loss stops the run before it is saved,
 keeping the last good checkpoint; a checkpoint that does not read back is moved
 aside and the previous one is used.
@@ -24,6 +24,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import sys
 import time
 
 from absl import app, flags, logging
@@ -380,7 +381,10 @@ def main(argv):
     raise app.UsageError("set --config.data.dir to a folder prepared by data_prep.build")
   out = train_and_evaluate(config, FLAGS.workdir, FLAGS.stop_after_steps)
   if out["preempted"]:
-    return  # exit code 0: the checkpoint is complete; the scheduler may requeue
+    # The checkpoint is complete, but the run is not: exit with the shell's status
+    # for the signal (143 for SIGTERM), so that `set -e` scripts do not go on to
+    # evaluate and schedulers/Kubernetes restart the job.
+    sys.exit(128 + preemption.signal_number(out["preempted"]))
   if out["best"]:
     print(json.dumps({"best_validation": out["best"]}, indent=2))
 
