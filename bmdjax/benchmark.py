@@ -435,12 +435,19 @@ def run(config, what=PARTS, *, size: int | None = None, steps: int = 20, warmup:
         input_batches: int = 30, prep_studies: int = 32, prep_workers: int | None = None,
         spacing_mm=(0.14, 0.2), predict_studies: int = 8, detect=None,
         matmul_size: int | None = None, tmp: str | None = None) -> dict:
-  """Runs the parts in `what`; returns the JSON-able results."""
+  """Runs the parts in `what`; returns the JSON-able results. Synthetic data
+  and runs go to `tmp` (default: a temporary folder, removed afterwards)."""
   what = tuple(what)
   unknown = set(what) - set(PARTS)
   if unknown:
     raise ValueError(f"unknown --what {sorted(unknown)}; known: {', '.join(PARTS)}")
-  tmp = tmp or tempfile.mkdtemp(prefix="bmdjax-bench-")
+  if tmp is None:
+    with tempfile.TemporaryDirectory(prefix="bmdjax-bench-") as tmp:
+      return run(config, what, size=size, steps=steps, warmup=warmup, data=data,
+                 cohort=cohort, workdir=workdir, input_batches=input_batches,
+                 prep_studies=prep_studies, prep_workers=prep_workers,
+                 spacing_mm=spacing_mm, predict_studies=predict_studies, detect=detect,
+                 matmul_size=matmul_size, tmp=tmp)
   if data:
     known = input_pipeline.load_prep_summary(data)["size"]
     if size is not None and int(size) != int(known):
@@ -510,6 +517,14 @@ def _si(x, unit=""):
   return f"{x:.3g} {unit}"
 
 
+def _rate(x: float) -> str:
+  return f"{x:.3g}" if x < 100 else f"{x:.0f}"
+
+
+def _ms(x: float) -> str:
+  return f"{x / 1e3:.1f} s" if x >= 1e4 else f"{x:.3g} ms" if x < 100 else f"{x:.0f} ms"
+
+
 def markdown(results: dict) -> str:
   """A BENCHMARKS.md table of the results."""
   h, m = results["hardware"], results["model"]
@@ -521,8 +536,8 @@ def markdown(results: dict) -> str:
   if "train" in results:
     t, p = results["train"], results["peak"]
     mem = t["peak_memory_bytes"]
-    rows.append(("train step", f"**{t['samples_per_second']:.1f} samples/s**, "
-                 f"{t['step_time_ms']:.1f} ms/step"))
+    rows.append(("train step", f"**{_rate(t['samples_per_second'])} samples/s**, "
+                 f"{_ms(t['step_time_ms'])}/step"))
     rows.append(("FLOPs (XLA cost analysis)", f"{_si(t['flops_per_sample'], 'FLOP')}/sample, "
                  f"{t['tflops_per_second_per_device']:.3g} TFLOP/s per device"))
     nominal = (f", {100 * t['mfu_nominal']:.1f}% of datasheet" if t["mfu_nominal"] else "")
@@ -534,25 +549,25 @@ def markdown(results: dict) -> str:
                  "temporaries)"))
     if "fed_samples_per_second" in t:
       rows.append(("train step fed by the input pipeline",
-                   f"{t['fed_samples_per_second']:.1f} samples/s"))
+                   f"{_rate(t['fed_samples_per_second'])} samples/s"))
   if "input" in results:
     i = results["input"]
     ratio = (f", {i['times_training_rate']:.1f}x the training rate"
              if "times_training_rate" in i else "")
-    rows.append(("input pipeline", f"**{i['samples_per_second']:.0f} samples/s** host, "
-                 f"{i['to_device_samples_per_second']:.0f} to device "
+    rows.append(("input pipeline", f"**{_rate(i['samples_per_second'])} samples/s** host, "
+                 f"{_rate(i['to_device_samples_per_second'])} to device "
                  f"({i['read_threads']} threads{ratio})"))
   if "prep" in results:
     r = results["prep"]
-    rows.append(("data prep", f"**{r['studies_per_second']:.1f} studies/s** ({r['studies']} "
+    rows.append(("data prep", f"**{_rate(r['studies_per_second'])} studies/s** ({r['studies']} "
                  f"studies at {r['spacing_mm']} mm, {r['workers']} workers, {r['size']}px)"))
   if "predict" in results:
     r = results["predict"]
-    lm = (f"detect {r['detect_ms']:.1f}" if r["detect_ms"] is not None
-          else f"landmarks given ({r['lookup_ms']:.2f})")
-    rows.append(("predict, per study", f"**{r['latency_ms']:.0f} ms**: read "
-                 f"{r['read_dicom_ms']:.0f}, {lm}, crops {r['crops_ms']:.0f}, model "
-                 f"{r['model_ms']:.0f} (model load {r['model_load_s']:.1f} s)"))
+    lm = (f"detect {_ms(r['detect_ms'])}" if r["detect_ms"] is not None
+          else f"landmarks given, no detection ({_ms(r['lookup_ms'])} look-up)")
+    rows.append(("predict, per study", f"**{_ms(r['latency_ms'])}**: read "
+                 f"{_ms(r['read_dicom_ms'])}, {lm}, crops {_ms(r['crops_ms'])}, model "
+                 f"{_ms(r['model_ms'])} (model load {r['model_load_s']:.1f} s, once)"))
   if "precision" in results:
     r = results["precision"]
     r_between = ("n/a" if r["r_bf16_vs_f32"] is None else f"{r['r_bf16_vs_f32']:.5f}")
@@ -618,14 +633,17 @@ def main(argv):
                     None)
   results = {"command": "python -m bmdjax.benchmark " + shlex.join(sys.argv[1:]),
              "config": config_arg, **results}
+  if jax.process_index() != 0:
+    return
   text = json.dumps(results, indent=2)
   if FLAGS.json:
     with open(FLAGS.json, "w") as f:
       f.write(text + "\n")
-  if jax.process_index() == 0:
+    print(f"wrote {FLAGS.json}")
+  else:
     print(text)
-    if FLAGS.markdown:
-      print("\n" + markdown(results))
+  if FLAGS.markdown:
+    print("\n" + markdown(results))
 
 
 if __name__ == "__main__":
