@@ -21,6 +21,17 @@ Every part runs the project's own code, so the figures are those of a real run:
 Without --data a small synthetic cohort is rendered and prepared in a temporary
 folder, so every part runs standalone. Speed targets are stated in
 BENCHMARKS.md, never asserted here or in tests.
+
+JSON (main keys): command, config, hardware {platform, device_kind,
+device_count, cpu_model, cpu_cores, load_average}, versions {python, jax,
+jaxlib, flax, ...}, model, batch_size, crop_size, peak {measured_flops by
+dtype, nominal_tflops}, train {samples_per_second, step_time_ms,
+flops_per_sample, mfu, mfu_nominal, lower_s, compile_s, peak_memory_bytes
+(null on CPU), compiled_memory_bytes, fed_samples_per_second}, input
+{samples_per_second, to_device_samples_per_second, times_training_rate}, prep
+{studies, studies_per_second}, predict {latency_ms, read_dicom_ms, detect_ms
+(null without a detector), crops_ms, model_ms, model_load_s}, precision
+{max_abs_diff_g_cm2, mean_abs_diff_g_cm2, r_bf16_vs_f32}.
 """
 
 from __future__ import annotations
@@ -155,7 +166,7 @@ def synthetic_batch(config, size: int, scaler, sharding) -> dict:
 def _time_steps(step, state, batches, steps: int):
   """Runs `steps` steps; only the final result is waited for (as in the
   training loop, nothing is fetched to the host on the way)."""
-  t = time.perf_counter()
+  metrics, t = None, time.perf_counter()
   for _ in range(steps):
     state, metrics = step(state, next(batches))
   jax.block_until_ready((state, metrics))
@@ -591,14 +602,16 @@ def define_flags():
       "config", None, "Model config, e.g. configs/attmulroi.py:dtype=bfloat16; fields "
       "can be overridden, e.g. --config.batch_size=64.", lock_config=True)
   flags.DEFINE_list("what", list(PARTS), f"Parts to run, any of {', '.join(PARTS)}.")
-  flags.DEFINE_integer("steps", 20, "Timed training steps (and fed steps).")
-  flags.DEFINE_integer("warmup", 3, "Untimed training steps after compilation.")
+  flags.DEFINE_integer("steps", 20, "Timed training steps (and fed steps); at least 1.", lower_bound=1)
+  flags.DEFINE_integer("warmup", 3, "Untimed training steps after compilation.",
+                       lower_bound=0)
   flags.DEFINE_integer("size", None, "Crop side in pixels (default: that of --data, "
                        "else 256 as in the paper; the demo uses 32).")
   flags.DEFINE_string("data", None, "A data_prep.build output; default: a synthetic "
                       "cohort prepared in a temporary folder.")
   flags.DEFINE_string("cohort", None, "A cohort (dicom/, labels.csv, landmarks.csv) "
-                      "for prep and predict; default: synthesised.")
+                      "for prep (all of its studies) and predict; default: "
+                      "--prep_studies synthetic ones.")
   flags.DEFINE_string("workdir", None, "A bmdjax.train workdir whose weights predict "
                       "and precision use; default: freshly initialised weights.")
   flags.DEFINE_string("detector_workdir", None, "A trained landmark detector run: "
