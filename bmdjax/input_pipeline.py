@@ -124,9 +124,11 @@ def train_dataset(config, source) -> grain.IterDataset:
   ds = ds.map(lambda r: {k: v for k, v in example(r).items() if k in TRAIN_KEYS})
   ds = ds.batch(per_process_batch(config.batch_size), drop_remainder=True)
   ds = ds[jax.process_index()::jax.process_count()]
+  # grain reads at most prefetch_buffer_size elements (here: batches) at once,
+  # so a buffer smaller than read_threads would leave threads idle.
   return ds.to_iter_dataset(grain.ReadOptions(
       num_threads=config.input.read_threads,
-      prefetch_buffer_size=max(config.input.prefetch_batches, 1)))
+      prefetch_buffer_size=max(config.input.prefetch_batches, config.input.read_threads, 1)))
 
 
 def steps_per_epoch(config, num_records: int) -> int:

@@ -124,6 +124,15 @@ def all_finite(tree):
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
+def jit_train_step(train_step, mesh):
+  """`train_step` jitted on `mesh`: the batch split over the `data` axis, the
+  state replicated and donated (updated in place, no second copy of the
+  parameters and optimizer state). Used by the loop and by bmdjax.benchmark."""
+  replicated, data_sharding = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+  return jax.jit(train_step, in_shardings=(replicated, data_sharding),
+                 out_shardings=(replicated, replicated), donate_argnums=(0,))
+
+
 def save_checkpoint(mngr, state, data_iter, force=False):
   mngr.save(int(state["step"]), args=ocp.args.Composite(
       model=ocp.args.PyTreeSave({"params": state["params"], "rest": state["rest"]}),
@@ -268,9 +277,7 @@ def train_and_evaluate(config, workdir: str, stop_after_steps: int | None = None
 
   # --- step
   loss_fn = make_loss_fn(graphdef, config, scaler)
-  train_step = jax.jit(make_train_step(loss_fn, tx, config.seed),
-                       in_shardings=(replicated, data_sharding),
-                       out_shardings=(replicated, replicated), donate_argnums=(0,))
+  train_step = jit_train_step(make_train_step(loss_fn, tx, config.seed), mesh)
 
   # --- evals
   predict_fn = inference.make_predict_fn(graphdef)

@@ -8,6 +8,7 @@ be overridden on the command line with `--config.optim.lr=...`.
 import ml_collections
 
 VERTEBRAE = ("L1", "L2", "L3", "L4")
+COMPUTE_DTYPES = ("float32", "bfloat16")
 # What each model reads from the prepared dataset.
 MODEL_INPUTS = {
     "baseline": "whole",
@@ -45,9 +46,11 @@ def parse_arg(arg, **defaults):
 def get_config(model_name, arg=None):
   """The full configuration of `model_name` for argument string `arg`."""
   a = parse_arg(arg, demo=False, backbone="vgg16", target="L1", grid=3,
-                width=1.0)
+                width=1.0, dtype="float32")
   if a.target not in VERTEBRAE + ("all",):
     raise ValueError(f"target must be one of L1..L4 or all, got {a.target!r}")
+  if a.dtype not in COMPUTE_DTYPES:
+    raise ValueError(f"dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {a.dtype!r}")
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.target = a.target
@@ -70,7 +73,10 @@ def get_config(model_name, arg=None):
       dict(depth=6, dim=512, heads=6, head_dim=64, mlp_dim=512))
   c.model.regressor_hidden = 256
   c.model.backbone_init = ""  # torchvision-layout weights (.pth/.npz/.safetensors)
-  c.model.dtype = "float32"   # compute dtype; parameters stay float32
+  # Compute dtype of convolutions and matmuls (bfloat16: mixed precision).
+  # Parameters, optimiser state, loss, LayerNorm/softmax statistics and the
+  # regressors' outputs stay float32 whatever it is.
+  c.model.dtype = a.dtype
 
   # Paper: SGD lr 1e-4, weight decay 4e-4 (added to the gradient), 100 epochs.
   # Momentum and batch size are not stated: 0.9 and 32 are our choices.

@@ -6,6 +6,7 @@ from flax import nnx
 
 from bmdjax.models.backbones import BACKBONES
 from bmdjax.models.bmd import AttentiveFusion, ConcatFusion
+from configs.common import COMPUTE_DTYPES
 
 MODELS = {
     "baseline": ConcatFusion,   # num_inputs 1: the whole image
@@ -22,6 +23,9 @@ def build(model_config, *, rngs: nnx.Rngs) -> nnx.Module:
   c = model_config
   if c.name not in MODELS:
     raise ValueError(f"unknown model {c.name!r}; known: {sorted(MODELS)}")
+  if str(c.dtype) not in COMPUTE_DTYPES:
+    raise ValueError(f"model.dtype must be one of {COMPUTE_DTYPES}, got {c.dtype!r} "
+                     "(the compute dtype; parameters are always float32)")
   cls = MODELS[c.name]
   kwargs = dict(backbone=c.backbone, num_inputs=c.num_inputs,
                 num_outputs=c.num_outputs, width=c.width,

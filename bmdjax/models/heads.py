@@ -16,6 +16,9 @@ class Regressor(nnx.Module):
 
   With `copies=n` it holds n independent regressors (the paper's local
   regressors) stored stacked, applied token-wise: [B, n, d] -> [B, n, T].
+  The hidden layer computes in `dtype`; the output layer in float32, so a
+  bfloat16 model still regresses BMD at full precision (it costs nothing:
+  `hidden` x `num_outputs` multiply-adds).
   """
 
   def __init__(self, in_features, hidden, num_outputs, *, copies=None,
@@ -30,4 +33,4 @@ class Regressor(nnx.Module):
 
   def __call__(self, x):
     h = nnx.relu(_dense(x.astype(self.dtype), self.kernel1[...], self.bias1[...]))
-    return _dense(h, self.kernel2[...], self.bias2[...])
+    return _dense(h.astype(jnp.float32), self.kernel2[...], self.bias2[...])
