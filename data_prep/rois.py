@@ -119,10 +119,20 @@ def crop_square(image: np.ndarray, centre, side: float, angle: float,
   if x1 <= x0 or y1 <= y0:
     return np.zeros((size, size), np.float32)
   region = image[y0:y1, x0:x1]
+  ys, xs = ys - y0, xs - x0
+  # Strong downsampling (the whole image, patches): average k x k blocks first,
+  # so the Gaussian runs on 1/k^2 of the pixels with a k-times smaller sigma.
+  # This was ~2/3 of data prep's time at 0.14-0.2 mm pixels.
+  k = int(scale // 2)
+  if k >= 2 and min(region.shape) >= 2 * k:
+    h, w = (-(-n // k) * k for n in region.shape)  # edge-padded to whole blocks
+    region = np.pad(region, ((0, h - region.shape[0]), (0, w - region.shape[1])), "edge")
+    region = region.reshape(h // k, k, w // k, k).mean(axis=(1, 3))
+    ys, xs = (ys - (k - 1) / 2) / k, (xs - (k - 1) / 2) / k
+    scale /= k
   if scale > 1.0:
     region = ndimage.gaussian_filter(region, sigma=0.45 * scale, mode="nearest")
-  out = ndimage.map_coordinates(region, [ys - y0, xs - x0], order=1,
-                                mode="constant", cval=0.0)
+  out = ndimage.map_coordinates(region, [ys, xs], order=1, mode="constant", cval=0.0)
   return out.astype(np.float32)
 
 
