@@ -112,7 +112,9 @@ def load_landmarks(path: str) -> dict[str, np.ndarray]:
   if missing:
     raise SystemExit(f"{path}: missing column(s) {', '.join(missing[:4])}...; expected "
                      "image,x0,y0,...,x15,y15")
-  values = df[cols].to_numpy(np.float64).reshape(-1, rois.NUM_LANDMARKS, 2)
+  # A non-numeric cell becomes NaN: that study is refused, not the whole table.
+  values = df[cols].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
+  values = values.reshape(-1, rois.NUM_LANDMARKS, 2)
   return {str(img): lm for img, lm in zip(df["image"], values)}
 
 
@@ -292,8 +294,9 @@ def build(dicom_dir: str, labels: str, landmarks: str, out: str, *, size: int = 
   for i, r in studies.iterrows():
     path = os.path.join(dicom_dir, r.image)
     reason = None
-    if not os.path.isfile(path):
-      reason = f"image file {path} does not exist"
+    if not os.path.exists(path):  # a folder or an unreadable file: the reader says why
+      reason = (f"image file {path} does not exist; `image` in labels.csv must be a "
+                "path relative to --dicom_dir")
     elif r.image not in landmark_table:
       reason = ("no landmarks for this image: add a row to --landmarks (automatic "
                 "landmark detection is not available yet)")
