@@ -339,7 +339,8 @@ def _grey(path: str, ds, pixels: np.ndarray, photometric: str) -> np.ndarray:
 def _read(path: str) -> Radiograph:
   ds, truncated = _parse(path, _read_bytes(path))
   if "PixelData" not in ds:
-    raise StudyError(path, f"file is truncated before the pixel data; {_EXPORT_AGAIN}"
+    raise StudyError(path, "file is truncated or damaged before the pixel data (an "
+                     f"element runs past the end of the file); {_EXPORT_AGAIN}"
                      if truncated else "no pixel data in the file (a report or a "
                      "structured document?); only images can be used")
   _check_header(path, ds)

@@ -364,7 +364,7 @@ FAULTS = (
     Fault("too short", "first 100 bytes of a good file", lambda ds, raw, p: _write_bytes(
         raw[:100])(ds, raw, p), "too short for DICOM"),
     Fault("truncated header", "cut halfway through the header",
-          _cut(fraction_of_header=0.5), "file is truncated before the pixel data"),
+          _cut(fraction_of_header=0.5), "file is truncated or damaged before the pixel data"),
     Fault("truncated pixels", "cut halfway through the pixel data",
           _cut(fraction_of_pixels=0.5), "file is truncated: the pixel data is incomplete"),
     Fault("text", "a CSV saved as .dcm", _write_bytes(b"patient_id,notes\nP1,see PACS\n" * 20),
