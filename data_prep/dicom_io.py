@@ -120,7 +120,7 @@ def _quiet_pydicom():
   """pydicom both warns and logs about damaged headers (see the module doc)."""
   logger = logging.getLogger("pydicom")
   level = logger.level
-  logger.setLevel(logging.ERROR)
+  logger.setLevel(logging.CRITICAL)
   try:
     with warnings.catch_warnings():
       warnings.simplefilter("ignore")

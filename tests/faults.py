@@ -434,7 +434,8 @@ FAULTS = (
     Fault("two windows", "WindowCenter/Width with two values each", _edit(
         lambda ds: _set(WindowCenter=[ds.WindowCenter, 100],
                         WindowWidth=[ds.WindowWidth, 50])(ds))),
-    Fault("sigmoid window", "VOILUTFunction SIGMOID", _edit(_set(VOILUTFunction="SIGMOID"))),
+    Fault("sigmoid window", "VOILUTFunction SIGMOID (changes contrast, as it should)",
+          _edit(_set(VOILUTFunction="SIGMOID")), same=False),
     Fault("invalid window", "WindowWidth 0", _edit(_set(WindowWidth=0))),
     Fault("no window", "WindowCenter/Width removed",
           _edit(_set(WindowCenter=None, WindowWidth=None))),

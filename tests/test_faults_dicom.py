@@ -177,18 +177,24 @@ def test_build_records_every_fault_and_keeps_good_studies(fault_cohort):
 def test_predict_reports_every_fault(fault_cohort, tiny_run, monkeypatch):
   out, good, expected = fault_cohort
   _, workdir, _ = tiny_run
+  crops, process = {}, build.process_study
+
+  def spy(path, *args, **kwargs):  # what the model is shown, per study
+    crops[os.path.basename(path)] = result = process(path, *args, **kwargs)
+    return result
+  monkeypatch.setattr(build, "process_study", spy)
   paths = [str(out / "dicom" / n) for n in [*good, *expected]]
   results = predict.predict_studies(str(workdir), paths, str(out / "landmarks.csv"))
   by_name = {os.path.basename(r["study"]): r for r in results}
   assert all(by_name[n]["status"] == "ok" for n in good)
-  reference = by_name["F%03d.dcm" % [f.name for f in faults.FAULTS].index("16-bit")]
+  reference = crops["F%03d.dcm" % [f.name for f in faults.FAULTS].index("16-bit")]
   for name, fault in expected.items():
     result, why = by_name[name], fault.expected()
     if why is None:
       assert result["status"] == "ok", (fault.name, result["reason"])
-      if fault.same and not fault.lossy:  # a conversion must not change the answer
-        assert result["bmd"]["L1"] == pytest.approx(reference["bmd"]["L1"], abs=0.01), \
-            fault.name
+      if fault.same and fault.name != "large image":  # a conversion shows the same
+        diff = np.abs(crops[name]["rois"] / 65535.0 - reference["rois"] / 65535.0)
+        assert diff.mean() < (0.03 if fault.lossy else 0.01), (fault.name, diff.mean())
     else:
       assert result["status"] == "refused" and why in result["reason"], fault.name
       assert result["reason"].startswith(str(out / "dicom" / name))
