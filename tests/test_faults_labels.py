@@ -123,3 +123,13 @@ def test_build_keeps_good_rows_masks_missing_vertebrae_lists_strays(cohort_dir, 
   example = input_pipeline.make_example_fn(config)(record)
   np.testing.assert_array_equal(example["mask"], [1, 0, 0, 1])
   assert np.isfinite(example["y"]).all()
+
+
+def test_non_numeric_landmark_refuses_that_study_only(tmp_path):
+  cols = [f"{a}{i}" for i in range(16) for a in "xy"]
+  rows = [["a.dcm", *["10"] * 32], ["b.dcm", "abc", *["10"] * 31]]
+  pd.DataFrame(rows, columns=["image", *cols]).to_csv(tmp_path / "lm.csv", index=False)
+  table = build.load_landmarks(str(tmp_path / "lm.csv"))
+  assert np.isfinite(table["a.dcm"]).all() and np.isnan(table["b.dcm"][0, 0])
+  assert build._check_landmarks(table["b.dcm"], (100, 100)) == \
+      "landmarks contain empty or non-numeric values"
