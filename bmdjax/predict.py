@@ -7,7 +7,8 @@ Each study goes through exactly the preprocessing of data_prep.build (the same
 `process_study`: DICOM LUTs, normalisation, landmark ROIs, resize to the
 training crop size, uint16) and the model of `--workdir`, so a study predicted
 here gets the number bmdjax.evaluate would give it. Prints a table (or with
---json one JSON object per study, `status` "ok" or "refused" with a `reason`)
+--json one JSON object per study, `status` "ok", "refused" (the study cannot be
+used) or "error" (an unexpected failure on it), with a `reason`)
 and writes an overlay PNG per study (landmarks, ROI boxes, predictions) to --out.
 
 Sex for the T-scores comes from --sex, else from the DICOM PatientSex; without
@@ -16,8 +17,8 @@ header fields. A study that cannot be used (not a DICOM, CT, lateral view, no or
 implausible landmarks) is refused with the reason; the others are still
 predicted.
 
-Exit status: 0 when every study was predicted, 1 when any study was refused
-(or on a usage error).
+Exit status: 0 when every study was predicted, 1 when any study was refused or
+failed (or on a usage error).
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ def header_sex(path: str) -> str | None:
     value = pydicom.dcmread(path, stop_before_pixels=True,
                             specific_tags=["PatientSex"]).get("PatientSex")
     return tscore.normalize_sex([str(value)])[0] if value else None
-  except (ValueError, OSError):
+  except Exception:  # pylint: disable=broad-except  (a damaged header: no sex)
     return None
 
 
@@ -210,8 +211,9 @@ def predict_studies(workdir: str, paths, landmarks=None, sex=None, checkpoint: s
   (read PatientSex), "F"/"M" for all, or one per study. `out_dir`: where overlay
   PNGs go (None: none written). `size`: crop size, needed only when the run
   does not record it and its prepared dataset is gone. A study that cannot be
-  used comes back with status "refused" and a reason naming the file; errors of
-  the call itself (no run, bad sex, bad reference) raise.
+  used comes back with status "refused" and a reason naming the file, one that
+  fails unexpectedly with status "error"; errors of the call itself (no run, bad
+  sex, bad reference) raise.
   """
   paths = [os.fspath(p) for p in paths]
   sexes = _sex_list(sex, len(paths))
@@ -236,11 +238,16 @@ def predict_studies(workdir: str, paths, landmarks=None, sex=None, checkpoint: s
       crops = build.process_study(path, lm, model.spec, radiograph=radiograph)
     except dicom_io.StudyError as e:
       result["reason"] = str(e)
+    except Exception as e:  # a bug on one study must not cost the others theirs
+      result.update(status="error", reason=f"{path}: unexpected {type(e).__name__}: {e}")
     else:
-      bmd = model(crops)
-      source = "given" if given_sex else "DICOM header"
-      result.update(status="ok", bmd=bmd,
-                    **_scores(bmd, given_sex or header_sex(path), source, ref))
+      try:
+        bmd = model(crops)
+        source = "given" if given_sex else "DICOM header"
+        result.update(status="ok", bmd=bmd,
+                      **_scores(bmd, given_sex or header_sex(path), source, ref))
+      except Exception as e:  # pylint: disable=broad-except
+        result.update(status="error", reason=f"{path}: unexpected {type(e).__name__}: {e}")
     if out_dir and image is not None and lm is not None:
       result["overlay"] = draw_overlay(image, np.asarray(lm, np.float64),
                                        _title(path, result),
@@ -257,7 +264,7 @@ def format_table(results: list[dict]) -> str:
   lines = [f"model: {results[0]['model']}" if results else "no studies", ""]
   for r in results:
     if r["status"] != "ok":
-      lines += [f"REFUSED {r['reason']}"]
+      lines += [f"{'ERROR' if r['status'] == 'error' else 'REFUSED'} {r['reason']}"]
     else:
       sex = f"sex {r['sex']} ({r['sex_source']})" if r["sex"] else "sex unknown"
       lines += [f"{r['study']}  [{sex}]",
@@ -291,7 +298,7 @@ def define_flags():
   flags.DEFINE_list("sex", None, "F or M for every study, or one per study "
                     "(default: PatientSex from the DICOM header). T-scores need it.")
   flags.DEFINE_bool("json", False, "Print a JSON list (one object per study, status "
-                    "ok|refused, reason) instead of the table.")
+                    "ok|refused|error, reason) instead of the table.")
   flags.DEFINE_string("out", "predict_out", "Folder for the overlay PNGs.")
   flags.DEFINE_enum("checkpoint", "best", ["best", "latest"],
                     "best (lowest validation RMSE) or the latest checkpoint.")
@@ -319,7 +326,7 @@ def main(argv):
     print(format_table(results))
   refused = sum(r["status"] != "ok" for r in results)
   if refused:
-    print(f"{refused} of {len(results)} studies refused", file=sys.stderr)
+    print(f"{refused} of {len(results)} studies refused or failed", file=sys.stderr)
   return 1 if refused else 0
 
 

@@ -39,68 +39,123 @@ BMD_RANGE = (0.2, 2.5)
 # ----------------------------------------------------------------- labels
 
 
+# Cells that mean "no value" (a vertebra excluded by the densitometrist).
+MISSING = ("", "na", "n/a", "nan", "none", "null", "-")
+AGE_RANGE = (0, 120)
+
+
+def _bmd(name: str, cell: str) -> tuple[float, str | None]:
+  """One BMD cell -> (value or NaN, problem or None)."""
+  if cell.lower() in MISSING:
+    return float("nan"), None
+  try:
+    value = float(cell)
+  except ValueError:
+    hint = "; use a point as decimal separator" if "," in cell else ""
+    return float("nan"), f"{name} {cell!r} is not a number{hint}"
+  if not np.isfinite(value):
+    return value, f"{name} {cell!r} is not a finite number"
+  if value < 0:
+    return value, f"{name} = {value} g/cm2 is negative (a T- or Z-score?)"
+  if not BMD_RANGE[0] <= value <= BMD_RANGE[1]:
+    hint = ("; values in mg/cm2 must be divided by 1000"
+            if 1000 * BMD_RANGE[0] <= value <= 1000 * BMD_RANGE[1] else "")
+    return value, (f"{name} = {value} g/cm2 is outside the plausible range "
+                   f"{BMD_RANGE[0]}-{BMD_RANGE[1]}{hint}")
+  return value, None
+
+
+def _check_row(row, has_split: bool) -> tuple[dict, str | None]:
+  """One labels.csv row -> (record, problem or None)."""
+  rec = {"patient_id": row["patient_id"].strip(), "image": row["image"].strip()}
+  sex = row["sex"].strip().upper()[:1]
+  if not rec["patient_id"] or not rec["image"]:
+    return rec, "empty patient_id or image"
+  image = os.path.normpath(rec["image"])
+  if os.path.isabs(image) or image.split(os.sep)[0] == "..":
+    return rec, f"image {rec['image']!r} must be a path inside --dicom_dir"
+  rec["image"] = image
+  if sex not in SEXES:
+    return rec, f"sex {row['sex']!r} is not F or M"
+  rec["sex"] = sex
+  try:
+    rec["age"] = float(row["age"])
+  except ValueError:
+    return rec, f"age {row['age']!r} is not a number"
+  if not AGE_RANGE[0] <= rec["age"] <= AGE_RANGE[1]:
+    return rec, f"age {row['age']!r} is outside {AGE_RANGE[0]}-{AGE_RANGE[1]}"
+  for v in VERTEBRAE:
+    rec[v], problem = _bmd(v, row[v].strip())
+    if problem:
+      return rec, problem
+  if all(np.isnan(rec[v]) for v in VERTEBRAE):
+    return rec, "no BMD value for any vertebra"
+  if has_split:
+    split = row["split"].strip().lower()
+    split = {"val": "validation", "valid": "validation"}.get(split, split)
+    if split and split not in SPLITS:
+      return rec, f"split {row['split']!r} is not one of {', '.join(SPLITS)}"
+    rec["split"] = split
+  return rec, None
+
+
+def _values(rec: dict) -> tuple:
+  """What two rows for one image must agree on (NaN equal to NaN)."""
+  return tuple(None if isinstance(x, float) and np.isnan(x) else x
+               for k, x in rec.items() if k != "label_line")
+
+
 def load_labels(path: str) -> tuple[pd.DataFrame, list[dict]]:
   """Validated labels; returns (good rows, rejected rows with reasons).
 
-  A missing BMD cell is fine (NaN); a study with no usable BMD at all, or with an
-  unreadable value, is rejected with its reason rather than silently dropped.
+  A missing BMD cell is fine (NaN, masked in training); a row with no usable
+  BMD at all, or with an unreadable or implausible value, is rejected with its
+  line number and reason rather than silently dropped. Rows for one image that
+  agree are one study (the repeats are reported); rows that disagree are all
+  rejected, since nothing says which one is right.
   """
   try:
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+  except UnicodeDecodeError:
+    raise SystemExit(f"{path}: labels CSV is not UTF-8 text; save it as UTF-8 CSV")
   except Exception as e:
     raise SystemExit(f"{path}: cannot read labels CSV ({e})")
+  df.columns = [str(c).strip() for c in df.columns]
   required = ["patient_id", "image", "sex", "age", *VERTEBRAE]
   missing = [c for c in required if c not in df.columns]
   if missing:
+    hint = ("; the file looks semicolon-separated, save it comma-separated"
+            if ";" in "".join(df.columns) else "")
     raise SystemExit(f"{path}: missing column(s) {', '.join(missing)}; expected "
-                     "patient_id,image,sex,age,L1,L2,L3,L4[,split]")
-  good, rejected = [], []
-  seen = set()
+                     f"patient_id,image,sex,age,L1,L2,L3,L4[,split]{hint}")
+  checked, rejected = [], []
   for i, row in df.iterrows():
-    line = i + 2  # header is line 1
-    reason = None
-    rec = {"patient_id": row["patient_id"].strip(), "image": row["image"].strip(),
-           "label_line": line}
-    sex = row["sex"].strip().upper()[:1]
-    if not rec["patient_id"] or not rec["image"]:
-      reason = "empty patient_id or image"
-    elif rec["image"] in seen:
-      reason = f"duplicate row for image {rec['image']} (first one kept)"
-    elif sex not in SEXES:
-      reason = f"sex {row['sex']!r} is not F or M"
-    else:
-      rec["sex"] = sex
-      try:
-        rec["age"] = float(row["age"])
-      except ValueError:
-        reason = f"age {row['age']!r} is not a number"
+    rec, reason = _check_row(row, "split" in df.columns)
+    rec["label_line"] = i + 2  # header is line 1
     if reason is None:
-      for v in VERTEBRAE:
-        cell = row[v].strip()
-        try:
-          value = float(cell) if cell else float("nan")
-        except ValueError:
-          reason = f"{v} {cell!r} is not a number"
-          break
-        if np.isfinite(value) and not BMD_RANGE[0] <= value <= BMD_RANGE[1]:
-          reason = (f"{v} = {value} g/cm2 is outside the plausible range "
-                    f"{BMD_RANGE[0]}-{BMD_RANGE[1]}")
-          break
-        rec[v] = value
-      else:
-        if all(np.isnan(rec[v]) for v in VERTEBRAE):
-          reason = "no BMD value for any vertebra"
-    if "split" in df.columns and reason is None:
-      split = row["split"].strip().lower()
-      split = {"val": "validation", "valid": "validation"}.get(split, split)
-      if split and split not in SPLITS:
-        reason = f"split {row['split']!r} is not one of {', '.join(SPLITS)}"
-      rec["split"] = split
-    if reason is None:
-      seen.add(rec["image"])
-      good.append(rec)
+      checked.append(rec)
     else:
-      rejected.append({**rec, "status": "skipped", "reason": f"labels line {line}: {reason}"})
+      rejected.append({**rec, "status": "skipped",
+                       "reason": f"labels line {rec['label_line']}: {reason}"})
+  by_image: dict[str, list[dict]] = {}
+  for rec in checked:
+    by_image.setdefault(rec["image"], []).append(rec)
+  good = []
+  for image, recs in by_image.items():
+    first, *repeats = recs
+    lines = ", ".join(str(r["label_line"]) for r in recs)
+    if all(_values(r) == _values(first) for r in repeats):
+      good.append(first)
+      rejected += [{**r, "status": "skipped", "reason": f"labels line {r['label_line']}: "
+                    f"duplicate row of line {first['label_line']} (same values), ignored"}
+                   for r in repeats]
+    else:
+      differ = [k for k in first if k != "label_line" and
+                any(_values({k: r[k]}) != _values({k: first[k]}) for r in repeats)]
+      rejected += [{**r, "status": "skipped", "reason": f"labels line {r['label_line']}: "
+                    f"image {image} has conflicting rows (lines {lines}) that differ in "
+                    f"{', '.join(differ)}; keep one row per image"} for r in recs]
+  good.sort(key=lambda r: r["label_line"])
   return pd.DataFrame(good), rejected
 
 
@@ -112,7 +167,9 @@ def load_landmarks(path: str) -> dict[str, np.ndarray]:
   if missing:
     raise SystemExit(f"{path}: missing column(s) {', '.join(missing[:4])}...; expected "
                      "image,x0,y0,...,x15,y15")
-  values = df[cols].to_numpy(np.float64).reshape(-1, rois.NUM_LANDMARKS, 2)
+  # A non-numeric cell becomes NaN: that study is refused, not the whole table.
+  values = df[cols].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
+  values = values.reshape(-1, rois.NUM_LANDMARKS, 2)
   return {str(img): lm for img, lm in zip(df["image"], values)}
 
 
@@ -292,8 +349,9 @@ def build(dicom_dir: str, labels: str, landmarks: str, out: str, *, size: int = 
   for i, r in studies.iterrows():
     path = os.path.join(dicom_dir, r.image)
     reason = None
-    if not os.path.isfile(path):
-      reason = f"image file {path} does not exist"
+    if not os.path.exists(path):  # a folder or an unreadable file: the reader says why
+      reason = (f"image file {path} does not exist; `image` in labels.csv must be a "
+                "path relative to --dicom_dir")
     elif r.image not in landmark_table:
       reason = ("no landmarks for this image: add a row to --landmarks (automatic "
                 "landmark detection is not available yet)")
