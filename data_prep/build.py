@@ -252,7 +252,9 @@ class BmdCxr(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, split):
     rows = self._studies[self._studies["split"] == split]
     jobs = [(i, r.path, r.landmarks, self._spec) for i, r in rows.iterrows()]
-    pool = multiprocessing.Pool(self._workers) if self._workers > 1 else None
+    # forkserver: safe when this process runs JAX threads (landmark detection).
+    pool = (multiprocessing.get_context("forkserver").Pool(self._workers)
+            if self._workers > 1 else None)
     results = pool.imap(_work, jobs, chunksize=2) if pool else map(_work, jobs)
     try:
       for index, crops, reason in results:
@@ -273,6 +275,13 @@ class BmdCxr(tfds.core.GeneratorBasedBuilder):
 
 def dataset_dir(out: str) -> str:
   return os.path.join(out, DATASET_NAME, VERSION)
+
+
+def unlisted_files(dicom_dir: str, listed) -> list[str]:
+  """Files under dicom_dir that no input row names (reported, never ignored)."""
+  listed = {os.path.normpath(p) for p in listed}
+  return [path for root, _, files in os.walk(dicom_dir) for name in sorted(files)
+          if (path := os.path.normpath(os.path.join(root, name))) not in listed]
 
 
 # ----------------------------------------------------------------- main
@@ -308,15 +317,11 @@ def build(dicom_dir: str, labels: str, landmarks: str, out: str, *, size: int = 
   studies["split"] = assign_splits(studies.patient_id, fractions, seed,
                                    studies.get("split"))
   # DICOM files on disk that no label row names are reported, not ignored.
-  labelled = {os.path.normpath(p) for p in studies.path}
-  labelled |= {os.path.normpath(os.path.join(dicom_dir, m["image"])) for m in manifest
-               if m.get("image")}
-  for root, _, files in os.walk(dicom_dir):
-    for name in sorted(files):
-      path = os.path.normpath(os.path.join(root, name))
-      if path not in labelled:
-        manifest.append({"image": os.path.relpath(path, dicom_dir), "status": "skipped",
-                         "reason": "file has no row in labels.csv"})
+  listed = list(studies.path) + [os.path.join(dicom_dir, m["image"]) for m in manifest
+                                 if m.get("image")]
+  for path in unlisted_files(dicom_dir, listed):
+    manifest.append({"image": os.path.relpath(path, dicom_dir), "status": "skipped",
+                     "reason": "file has no row in labels.csv"})
 
   spec = CropSpec(size=size, grids=tuple(grids))
   builder = BmdCxr(studies=studies, spec=spec, workers=workers or os.cpu_count() or 1,
