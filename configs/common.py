@@ -49,6 +49,7 @@ def get_config(model_name, arg=None):
   if a.target not in VERTEBRAE + ("all",):
     raise ValueError(f"target must be one of L1..L4 or all, got {a.target!r}")
   c = ml_collections.ConfigDict()
+  c.task = "bmd"  # bmdjax/tasks.py
   c.seed = 0
   c.target = a.target
 
