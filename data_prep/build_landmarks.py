@@ -89,8 +89,9 @@ def features(size: int):
   })
 
 
-class CxrLandmarks(tfds.core.GeneratorBasedBuilder):
-  """Letterboxed chest radiographs with 16 landmarks; by data_prep.build_landmarks."""
+class CxrLandmarks(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """Letterboxed chest radiographs with 16 landmarks; by data_prep.build_landmarks.
+  Not registered by name (see build.BmdCxr)."""
 
   VERSION = tfds.core.Version(VERSION)
   name = DATASET_NAME
