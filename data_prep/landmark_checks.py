@@ -18,8 +18,9 @@ import numpy as np
 
 from data_prep import rois
 
-# Landmarks with a softmax mass near their peak below this are uncertain.
-MIN_CONFIDENCE = 0.2
+# Landmarks with a softmax mass near their peak below this are uncertain
+# (default; a detector's config sets its own, configs/landmarks.py).
+MIN_CONFIDENCE = 0.5
 # C7 -> T12 may lean at most this far from the image vertical.
 MAX_SPINE_TILT_DEG = 30.0
 # Thorax width / spine length (C7-T12), both in pixels: about 1 in adults.
