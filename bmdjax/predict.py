@@ -36,6 +36,7 @@ import json
 import os
 import re
 import sys
+import textwrap
 
 from absl import app, flags
 import jax
@@ -203,7 +204,7 @@ def draw_overlay(image: np.ndarray, landmarks: np.ndarray, title: str, out: str,
   ax.set_xlim(0, w)
   ax.set_ylim(h, 0)
   ax.axis("off")
-  fig.suptitle(title, fontsize=9)
+  fig.suptitle(textwrap.fill(title, 110), fontsize=9)
   fig.savefig(out)
   return out
 
@@ -230,13 +231,15 @@ def _flagged_landmarks(flags) -> list[int]:
 def predict_studies(workdir: str, paths, landmarks=None, sex=None, checkpoint: str = "best",
                     reference: str | None = None, out_dir: str | None = None,
                     size: int | None = None, landmark_workdir: str | None = None,
-                    keep_flagged: bool = False) -> list[dict]:
+                    keep_flagged: bool = False,
+                    min_landmark_confidence: float | None = None) -> list[dict]:
   """Predicts each study; one dict per path, in order.
 
   `landmarks`: path of a landmarks.csv or a dict image -> [16, 2]; without
   it, `landmark_workdir` (a trained detector) places them, and a study whose
   detection fails the plausibility checks comes back "flagged" without BMD
-  unless `keep_flagged`. `sex`: None
+  unless `keep_flagged` (`min_landmark_confidence` overrides the detector's
+  checks.min_confidence). `sex`: None
   (read PatientSex), "F"/"M" for all, or one per study. `out_dir`: where overlay
   PNGs go (None: none written). `size`: crop size, needed only when the run
   does not record it and its prepared dataset is gone. A study that cannot be
@@ -264,7 +267,7 @@ def predict_studies(workdir: str, paths, landmarks=None, sex=None, checkpoint: s
       radiograph = dicom_io.read_radiograph(path)
       image = radiograph.image
       if finder is not None:
-        (found,) = finder.detect([radiograph])
+        (found,) = finder.detect([radiograph], min_landmark_confidence)
         lm, flags_ = found["landmarks"], found["flags"]
         result["landmarks"] = {
             "source": "detected", "detector": finder.description,
@@ -349,6 +352,9 @@ def define_flags():
                       "--landmarks is not given.")
   flags.DEFINE_bool("keep_flagged", False, "Predict BMD even when the detected landmarks "
                     "fail the plausibility checks (the flags are still reported).")
+  flags.DEFINE_float("min_landmark_confidence", None, "Detected landmarks with a lower "
+                     "confidence flag their study (default: the detector config's "
+                     "checks.min_confidence).")
   flags.DEFINE_list("sex", None, "F or M for every study, or one per study "
                     "(default: PatientSex from the DICOM header). T-scores need it.")
   flags.DEFINE_bool("json", False, "Print a JSON list (one object per study, status "
@@ -372,7 +378,8 @@ def main(argv):
   try:
     results = predict_studies(FLAGS.workdir, paths, FLAGS.landmarks, FLAGS.sex,
                               FLAGS.checkpoint, FLAGS.reference, FLAGS.out, FLAGS.size,
-                              FLAGS.landmark_workdir, FLAGS.keep_flagged)
+                              FLAGS.landmark_workdir, FLAGS.keep_flagged,
+                              FLAGS.min_landmark_confidence)
   except (FileNotFoundError, ValueError) as e:
     raise SystemExit(f"error: {e}") from None
   if FLAGS.json:

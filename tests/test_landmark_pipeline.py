@@ -213,6 +213,10 @@ def test_predict_without_landmarks_end_to_end(tiny_run, tiny_detector, fresh_stu
   given = {"fresh.dcm": np.array(kept["landmarks"]["points"])}
   (by_hand,) = predict.predict_studies(str(workdir), [fresh_study], landmarks=given)
   assert kept["bmd"]["L1"] == pytest.approx(by_hand["bmd"]["L1"], abs=1e-3)
+  (lenient,) = predict.predict_studies(str(workdir), [fresh_study],
+                                       landmark_workdir=str(lm_workdir),
+                                       min_landmark_confidence=0.0)
+  assert not any(f.startswith("low_confidence") for f in lenient["landmarks"]["flags"])
   text = predict.format_table([kept])
   assert "landmarks: detected" in text
   assert all(f"LANDMARK FLAG {f}" in text for f in kept["landmarks"]["flags"])
