@@ -51,7 +51,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import ml_collections
 import numpy as np
 
-from bmdjax import distributed, inference, input_pipeline, train
+from bmdjax import distributed, inference, input_pipeline, tasks, train
 
 FLAGS = flags.FLAGS
 PARTS = ("train", "input", "prep", "predict", "precision")
@@ -182,7 +182,7 @@ def bench_train(config, *, size: int, steps: int, warmup: int, scaler,
   graphdef, params, rest = inference.init_model_state(config)
   tx, _ = train.make_optimizer(config.optim, NOMINAL_STEPS_PER_EPOCH * config.num_epochs,
                                NOMINAL_STEPS_PER_EPOCH)
-  loss_fn = train.make_loss_fn(graphdef, config, scaler)
+  loss_fn = tasks.bmd_loss_fn(graphdef, config, scaler)
   step_fn = train.jit_train_step(train.make_train_step(loss_fn, tx, config.seed), mesh)
   state = jax.device_put({"params": params, "rest": rest, "opt": tx.init(params),
                           "step": jnp.zeros((), jnp.int32)}, replicated)
@@ -319,7 +319,8 @@ def write_untrained_run(config, data_dir: str, workdir: str) -> str:
   cfg.data.dir = os.path.abspath(data_dir)
   _, params, rest = inference.init_model_state(cfg)
   os.makedirs(workdir, exist_ok=True)
-  inference.save_run_info(workdir, cfg, input_pipeline.load_prep_summary(data_dir)["target_stats"])
+  inference.save_run_info(workdir, cfg, {"target_stats": input_pipeline.load_prep_summary(
+      data_dir)["target_stats"]})
   with ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "best"),
                              options=ocp.CheckpointManagerOptions(create=True)) as mngr:
     mngr.save(0, args=ocp.args.Composite(model=ocp.args.PyTreeSave(
@@ -329,20 +330,17 @@ def write_untrained_run(config, data_dir: str, workdir: str) -> str:
 
 
 def load_detector(workdir: str):
-  """image [H, W] in [0, 1] -> landmarks [16, 2], from a trained landmark
-  detector run (issue #5, `bmdjax.landmarks.load_detector`)."""
-  try:
-    from bmdjax import landmarks  # pylint: disable=import-outside-toplevel
-    return landmarks.load_detector(workdir)
-  except (ImportError, AttributeError) as e:
-    raise ValueError("landmark detection (issue #5) is not in this checkout: "
-                     "bmdjax.landmarks.load_detector is missing") from e
+  """Radiograph -> landmarks [16, 2], from a trained landmark detector run
+  (`python -m bmdjax.train --config=configs/landmarks.py`)."""
+  from bmdjax import detector  # pylint: disable=import-outside-toplevel
+  found = detector.LandmarkDetector(workdir, batch_size=1)
+  return lambda radiograph: found.detect([radiograph])[0]["landmarks"]
 
 
 def bench_predict(workdir: str, cohort: str, *, studies: int, detect=None) -> dict:
   """Latency of screening one study, by stage, as bmdjax.predict runs it.
 
-  Stages: read the DICOM; landmarks (`detect(image)` when a detector is given,
+  Stages: read the DICOM; landmarks (`detect(radiograph)` when a detector is given,
   else the row of landmarks.csv, whose look-up is reported as `lookup_ms`);
   crops (data_prep.build.process_study); model (jitted forward and fetch).
   Medians over `studies` studies after one warm-up study (which compiles).
@@ -364,7 +362,7 @@ def bench_predict(workdir: str, cohort: str, *, studies: int, detect=None) -> di
     radiograph = dicom_io.read_radiograph(path)
     t1 = time.perf_counter()
     if detect is not None:
-      lm = np.asarray(detect(radiograph.image))
+      lm = np.asarray(detect(radiograph))
     else:
       lm, why = predict.match_landmarks(table, path)
       if why:

@@ -127,10 +127,11 @@ def quick_metrics(df: pd.DataFrame) -> dict:
   return out
 
 
-def save_run_info(workdir: str, config, stats: dict) -> None:
-  """What screening needs besides the weights: the config and target scaling."""
+def save_run_info(workdir: str, config, info: dict) -> None:
+  """What screening needs besides the weights: the config and the task's
+  `run_info` (BMD: target_stats, the target scaling; landmarks: image_size)."""
   with open(os.path.join(workdir, "run.json"), "w") as f:
-    json.dump({"config": config.to_dict(), "target_stats": stats}, f, indent=2)
+    json.dump({"config": config.to_dict(), **info}, f, indent=2)
 
 
 def load_run_info(workdir: str) -> dict:

@@ -26,9 +26,11 @@ from configs.common import VERTEBRAE
 
 
 def dataset_dir(data_dir: str) -> str:
-  """The TFDS folder inside a data_prep.build output (or the folder itself)."""
-  from data_prep import build  # light import; avoids a cycle at module load
-  for candidate in (build.dataset_dir(data_dir), data_dir):
+  """The TFDS folder inside a data_prep.build or data_prep.build_landmarks
+  output (or the folder itself)."""
+  from data_prep import build, build_landmarks  # light; avoids a cycle at module load
+  for candidate in (build.dataset_dir(data_dir), build_landmarks.dataset_dir(data_dir),
+                    data_dir):
     if os.path.isfile(os.path.join(candidate, "dataset_info.json")):
       return candidate
   raise FileNotFoundError(
@@ -104,8 +106,12 @@ def check_batch(global_batch: int, mesh) -> None:
 TRAIN_KEYS = ("x", "y", "mask")
 
 
-def train_dataset(config, source) -> grain.IterDataset:
+def train_dataset(config, source, example_fn=None,
+                  keys=TRAIN_KEYS) -> grain.IterDataset:
   """Endless; this process's share of every global batch.
+
+  `example_fn` (default: the BMD `make_example_fn(config)`) turns a record
+  into arrays, of which `keys` go to the device (bmdjax/tasks.py).
 
   The global stream is the split reshuffled each epoch (seed
   `input.shuffle_seed` + epoch) and repeated; global batch k is its records
@@ -120,8 +126,8 @@ def train_dataset(config, source) -> grain.IterDataset:
   """
   ds = grain.MapDataset.source(source)
   ds = ds.shuffle(seed=config.input.shuffle_seed).repeat(None)
-  example = make_example_fn(config)
-  ds = ds.map(lambda r: {k: v for k, v in example(r).items() if k in TRAIN_KEYS})
+  example = example_fn or make_example_fn(config)
+  ds = ds.map(lambda r: {k: v for k, v in example(r).items() if k in keys})
   ds = ds.batch(per_process_batch(config.batch_size), drop_remainder=True)
   ds = ds[jax.process_index()::jax.process_count()]
   # grain reads at most prefetch_buffer_size elements (here: batches) at once,
@@ -144,7 +150,7 @@ def num_eval_batches(config, num_records: int, batch_size: int | None = None) ->
   return max(-(-largest_share // batch_size), 1)
 
 
-def eval_batches(config, source, batch_size: int | None = None):
+def eval_batches(config, source, batch_size: int | None = None, example_fn=None):
   """One ordered pass over this process's slice, padded to whole batches.
 
   Process p of P reads records p, p+P, ... (floor(n/P) or ceil(n/P) of them).
@@ -154,7 +160,7 @@ def eval_batches(config, source, batch_size: int | None = None):
   of the real rows, and `valid` marks them.
   """
   batch_size = batch_size or per_process_batch(config.batch_size)
-  fn = make_example_fn(config)
+  fn = example_fn or make_example_fn(config)
   indices = list(range(jax.process_index(), len(source), jax.process_count()))
   ds = grain.MapDataset.source(source)[jax.process_index()::jax.process_count()]
   ds = ds.map(lambda r: (fn(r), _meta_fn(r)))

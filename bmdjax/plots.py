@@ -218,3 +218,30 @@ def _binned_means(bins, values, bin_width, min_count=5):
   sums = np.bincount(inv.reshape(-1), weights=values, minlength=len(uniq))
   keep = counts >= min_count
   return uniq[keep] + bin_width / 2, sums[keep] / counts[keep]
+
+
+def landmark_overlay(image, true, pred, path, title: str = '',
+                     edges=()) -> str:
+  """A radiograph with true (green) and detected (red) landmarks, each pair
+  joined by a yellow error line; `edges` draws both landmark graphs."""
+  image = np.asarray(image)
+  true, pred = np.asarray(true, float), np.asarray(pred, float)
+  h, w = image.shape
+  fig = Figure(figsize=(6, 6 * h / w), dpi=120)
+  FigureCanvasAgg(fig)
+  ax = fig.add_axes([0, 0, 1, 0.94])
+  ax.imshow(image, cmap='gray', vmin=0, vmax=1)
+  for a, b in edges:
+    ax.plot(*zip(true[a], true[b]), color='tab:green', lw=0.8, alpha=0.7)
+    ax.plot(*zip(pred[a], pred[b]), color='tab:red', lw=0.8, alpha=0.7)
+  for t, p in zip(true, pred):
+    ax.plot([t[0], p[0]], [t[1], p[1]], color='yellow', lw=1)
+  ax.scatter(true[:, 0], true[:, 1], s=14, c='tab:green', label='true', zorder=3)
+  ax.scatter(pred[:, 0], pred[:, 1], s=14, c='tab:red', label='detected', zorder=3)
+  ax.set_xlim(0, w)
+  ax.set_ylim(h, 0)
+  ax.axis('off')
+  ax.legend(loc='lower right', fontsize=7)
+  fig.suptitle(title, fontsize=8)
+  fig.savefig(path, format='png')
+  return str(path)

@@ -2,6 +2,8 @@ r"""Screens chest radiographs with a trained run: BMD, T-scores, WHO category.
 
   python -m bmdjax.predict --workdir=runs/l1 --landmarks=landmarks.csv \
       [--sex=F] [--json] [--out=predict_out] study.dcm [more.dcm ...]
+  python -m bmdjax.predict --workdir=runs/l1 --landmark_workdir=runs/landmarks \
+      [--keep_flagged] study.dcm [more.dcm ...]
 
 Each study goes through exactly the preprocessing of data_prep.build (the same
 `process_study`: DICOM LUTs, normalisation, landmark ROIs, resize to the
@@ -11,21 +13,31 @@ here gets the number bmdjax.evaluate would give it. Prints a table (or with
 used) or "error" (an unexpected failure on it), with a `reason`)
 and writes an overlay PNG per study (landmarks, ROI boxes, predictions) to --out.
 
+Landmarks come from --landmarks or, without it, from the trained detector of
+--landmark_workdir (bmdjax/detector.py); the output then says so, with each
+point's confidence. Detected landmarks that fail the plausibility checks
+(data_prep/landmark_checks.py) make the study `flagged`, with the checks as
+reason and no BMD, since crops of the wrong bones give a confident wrong
+number; --keep_flagged predicts anyway and lists the flags. The overlay shows
+the points used either way, flagged ones circled.
+
 Sex for the T-scores comes from --sex, else from the DICOM PatientSex; without
 either only BMD is reported. Studies are identified by the path given, never by
 header fields. A study that cannot be used (not a DICOM, CT, lateral view, no or
 implausible landmarks) is refused with the reason; the others are still
 predicted.
 
-Exit status: 0 when every study was predicted, 1 when any study was refused or
-failed (or on a usage error).
+Exit status: 0 when every study was predicted, 1 when any study was refused,
+flagged or failed (or on a usage error).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
+import textwrap
 
 from absl import app, flags
 import jax
@@ -36,8 +48,9 @@ import pydicom
 from bmdjax import inference, input_pipeline, tscore
 from data_prep import build, dicom_io, rois
 
-LANDMARKS_NEEDED = ("automatic landmark detection is not available yet: pass "
-                    "--landmarks=landmarks.csv with image,x0,y0,...,x15,y15 for each study")
+LANDMARKS_NEEDED = ("no landmarks: pass --landmark_workdir=W (a trained landmark detector, "
+                    "bmdjax.train --config=configs/landmarks.py) or --landmarks=landmarks.csv "
+                    "with image,x0,y0,...,x15,y15 for each study")
 DISCLAIMER = "Research software, not a diagnostic device: confirm with DXA."
 FLAGS = flags.FLAGS
 
@@ -165,9 +178,11 @@ def _overlay_path(out_dir: str, path: str, used: set) -> str:
   return os.path.join(out_dir, f"{name}.png")
 
 
-def draw_overlay(image: np.ndarray, landmarks: np.ndarray, title: str, out: str) -> str:
+def draw_overlay(image: np.ndarray, landmarks: np.ndarray, title: str, out: str,
+                 marked=()) -> str:
   """The radiograph with the landmark graph and the 14 labelled ROI boxes, so a
-  reader can check the model looked where it should."""
+  reader can check the model looked where it should; landmarks in `marked`
+  (e.g. flagged ones) are circled."""
   from matplotlib.backends.backend_agg import FigureCanvasAgg
   from matplotlib.figure import Figure
   h, w = image.shape
@@ -178,6 +193,10 @@ def draw_overlay(image: np.ndarray, landmarks: np.ndarray, title: str, out: str)
   for a, b in rois.LANDMARK_EDGES:
     ax.plot(*zip(landmarks[a], landmarks[b]), color="yellow", lw=1)
   ax.scatter(landmarks[:, 0], landmarks[:, 1], s=12, c="red", zorder=3)
+  marked = list(marked)
+  if marked:
+    ax.scatter(landmarks[marked, 0], landmarks[marked, 1], s=160, facecolors="none",
+               edgecolors="orange", lw=2, zorder=4)
   centres, side, angle = rois.roi_boxes(landmarks)
   for name, centre in zip(rois.ROI_NAMES, centres):
     corners = rois.box_corners(centre, side, angle)
@@ -186,14 +205,15 @@ def draw_overlay(image: np.ndarray, landmarks: np.ndarray, title: str, out: str)
   ax.set_xlim(0, w)
   ax.set_ylim(h, 0)
   ax.axis("off")
-  fig.suptitle(title, fontsize=9)
+  fig.suptitle(textwrap.fill(title, 110), fontsize=9)
   fig.savefig(out)
   return out
 
 
 def _title(path: str, result: dict) -> str:
   if result["status"] != "ok":
-    return f"{os.path.basename(path)}: refused ({result['reason'].split(': ', 1)[-1]})"
+    return (f"{os.path.basename(path)}: {result['status']} "
+            f"({result['reason'].split(': ', 1)[-1]})")
   parts = []
   for v, b in result["bmd"].items():
     t = result["t_score"].get(v)
@@ -202,12 +222,25 @@ def _title(path: str, result: dict) -> str:
   return f"{os.path.basename(path)}: " + "; ".join(parts)
 
 
+def _flagged_landmarks(flags) -> list[int]:
+  """Indices of the landmarks named in check messages (for the overlay)."""
+  text = " ".join(flags)
+  return [i for i, name in enumerate(rois.LANDMARK_NAMES)
+          if re.search(rf"\b{name}\b", text)]
+
+
 def predict_studies(workdir: str, paths, landmarks=None, sex=None, checkpoint: str = "best",
                     reference: str | None = None, out_dir: str | None = None,
-                    size: int | None = None) -> list[dict]:
+                    size: int | None = None, landmark_workdir: str | None = None,
+                    keep_flagged: bool = False,
+                    min_landmark_confidence: float | None = None) -> list[dict]:
   """Predicts each study; one dict per path, in order.
 
-  `landmarks`: path of a landmarks.csv or a dict image -> [16, 2]. `sex`: None
+  `landmarks`: path of a landmarks.csv or a dict image -> [16, 2]; without
+  it, `landmark_workdir` (a trained detector) places them, and a study whose
+  detection fails the plausibility checks comes back "flagged" without BMD
+  unless `keep_flagged` (`min_landmark_confidence` overrides the detector's
+  checks.min_confidence). `sex`: None
   (read PatientSex), "F"/"M" for all, or one per study. `out_dir`: where overlay
   PNGs go (None: none written). `size`: crop size, needed only when the run
   does not record it and its prepared dataset is gone. A study that cannot be
@@ -221,20 +254,38 @@ def predict_studies(workdir: str, paths, landmarks=None, sex=None, checkpoint: s
   table = build.load_landmarks(landmarks) if isinstance(landmarks, (str, os.PathLike)) \
       else landmarks
   model = Model(workdir, checkpoint, size)
+  finder = None
+  if table is None and landmark_workdir:
+    from bmdjax import detector  # pylint: disable=import-outside-toplevel
+    finder = detector.LandmarkDetector(landmark_workdir)
   if out_dir:
     os.makedirs(out_dir, exist_ok=True)
   results, used = [], set()
   for path, given_sex in zip(paths, sexes):
     result = {"study": path, "status": "refused", "reason": "", "model": model.description}
     image = lm = None
+    flags_ = []
     try:
       radiograph = dicom_io.read_radiograph(path)
       image = radiograph.image
-      if table is None:
+      if finder is not None:
+        (found,) = finder.detect([radiograph], min_landmark_confidence)
+        lm, flags_ = found["landmarks"], found["flags"]
+        result["landmarks"] = {
+            "source": "detected", "detector": finder.description,
+            "points": np.round(lm, 2).tolist(),
+            "confidence": np.round(found["confidence"], 4).tolist(), "flags": flags_}
+        if flags_ and not keep_flagged:
+          result["status"] = "flagged"
+          raise dicom_io.StudyError(path, "detected landmarks fail checks: "
+                                    + "; ".join(flags_))
+      elif table is None:
         raise dicom_io.StudyError(path, LANDMARKS_NEEDED)
-      lm, why = match_landmarks(table, path)
-      if why:
-        raise dicom_io.StudyError(path, why)
+      else:
+        lm, why = match_landmarks(table, path)
+        if why:
+          raise dicom_io.StudyError(path, why)
+        result["landmarks"] = {"source": "given", "points": np.round(lm, 2).tolist()}
       crops = build.process_study(path, lm, model.spec, radiograph=radiograph)
     except dicom_io.StudyError as e:
       result["reason"] = str(e)
@@ -251,7 +302,8 @@ def predict_studies(workdir: str, paths, landmarks=None, sex=None, checkpoint: s
     if out_dir and image is not None and lm is not None:
       result["overlay"] = draw_overlay(image, np.asarray(lm, np.float64),
                                        _title(path, result),
-                                       _overlay_path(out_dir, path, used))
+                                       _overlay_path(out_dir, path, used),
+                                       marked=_flagged_landmarks(flags_))
     results.append(result)
   return results
 
@@ -263,8 +315,9 @@ def format_table(results: list[dict]) -> str:
   """Human-readable report of predict_studies' output."""
   lines = [f"model: {results[0]['model']}" if results else "no studies", ""]
   for r in results:
+    flags_ = r.get("landmarks", {}).get("flags", [])
     if r["status"] != "ok":
-      lines += [f"{'ERROR' if r['status'] == 'error' else 'REFUSED'} {r['reason']}"]
+      lines += [f"{r['status'].upper()} {r['reason']}"]
     else:
       sex = f"sex {r['sex']} ({r['sex_source']})" if r["sex"] else "sex unknown"
       lines += [f"{r['study']}  [{sex}]",
@@ -277,6 +330,12 @@ def format_table(results: list[dict]) -> str:
         lines.append(f"  WHO category (lowest T-score): {r['who_category']}")
       if r.get("note"):
         lines.append(f"  note: {r['note']}")
+      if r["landmarks"]["source"] == "detected":
+        conf = r["landmarks"]["confidence"]
+        lines.append(f"  landmarks: detected (confidence min {min(conf):.2f}, median "
+                     f"{float(np.median(conf)):.2f})")
+      for flag in flags_:  # kept with --keep_flagged: shown, never hidden
+        lines.append(f"  LANDMARK FLAG {flag}")
     if r.get("overlay"):
       lines.append(f"  overlay: {r['overlay']}")
     lines.append("")
@@ -293,12 +352,20 @@ def define_flags():
   flags.DEFINE_string("workdir", None, "The bmdjax.train workdir (run.json, best/, "
                       "checkpoints/).")
   flags.DEFINE_string("landmarks", None, "landmarks.csv: image,x0,y0,...,x15,y15 in "
-                      "pixels; `image` matches the end of each study's path. Required "
-                      "until automatic landmark detection exists.")
+                      "pixels; `image` matches the end of each study's path. Without it "
+                      "--landmark_workdir detects them.")
+  flags.DEFINE_string("landmark_workdir", None, "Workdir of a trained landmark detector "
+                      "(bmdjax.train --config=configs/landmarks.py), used when "
+                      "--landmarks is not given.")
+  flags.DEFINE_bool("keep_flagged", False, "Predict BMD even when the detected landmarks "
+                    "fail the plausibility checks (the flags are still reported).")
+  flags.DEFINE_float("min_landmark_confidence", None, "Detected landmarks with a lower "
+                     "confidence flag their study (default: the detector config's "
+                     "checks.min_confidence).")
   flags.DEFINE_list("sex", None, "F or M for every study, or one per study "
                     "(default: PatientSex from the DICOM header). T-scores need it.")
   flags.DEFINE_bool("json", False, "Print a JSON list (one object per study, status "
-                    "ok|refused|error, reason) instead of the table.")
+                    "ok|refused|flagged|error, reason, landmarks) instead of the table.")
   flags.DEFINE_string("out", "predict_out", "Folder for the overlay PNGs.")
   flags.DEFINE_enum("checkpoint", "best", ["best", "latest"],
                     "best (lowest validation RMSE) or the latest checkpoint.")
@@ -314,10 +381,12 @@ def main(argv):
     raise app.UsageError("--workdir is required")
   if not paths:
     raise app.UsageError("give at least one study: python -m bmdjax.predict "
-                         "--workdir=W --landmarks=L.csv study.dcm")
+                         "--workdir=W --landmark_workdir=LM study.dcm")
   try:
     results = predict_studies(FLAGS.workdir, paths, FLAGS.landmarks, FLAGS.sex,
-                              FLAGS.checkpoint, FLAGS.reference, FLAGS.out, FLAGS.size)
+                              FLAGS.checkpoint, FLAGS.reference, FLAGS.out, FLAGS.size,
+                              FLAGS.landmark_workdir, FLAGS.keep_flagged,
+                              FLAGS.min_landmark_confidence)
   except (FileNotFoundError, ValueError) as e:
     raise SystemExit(f"error: {e}") from None
   if FLAGS.json:
@@ -326,7 +395,7 @@ def main(argv):
     print(format_table(results))
   refused = sum(r["status"] != "ok" for r in results)
   if refused:
-    print(f"{refused} of {len(results)} studies refused or failed", file=sys.stderr)
+    print(f"{refused} of {len(results)} studies refused, flagged or failed", file=sys.stderr)
   return 1 if refused else 0
 
 

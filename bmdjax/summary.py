@@ -3,6 +3,7 @@ r"""Parameter counts per model component, computed without allocating weights.
   python -m bmdjax.summary --config=configs/attmulroi.py
   python -m bmdjax.summary --config=configs/attmulroi.py:backbone=resnet50 --json
   python -m bmdjax.summary --all      # markdown table, every model x backbone
+  python -m bmdjax.summary --config=configs/landmarks.py   # the landmark detector
 
 Components: backbone, projection (only when the backbone's feature size differs
 from the transformer width), transformer (with bmd token and position
@@ -20,6 +21,8 @@ from bmdjax import models
 
 COMPONENTS = ("backbone", "projection", "transformer", "local_regressors",
               "global_regressor")
+# The landmark detector (configs/landmarks.py): U-Net, heatmap head, graph step.
+DETECTOR_COMPONENTS = ("stem", "stem_bn", "down", "up", "head", "refiner")
 
 FLAGS = flags.FLAGS
 
@@ -41,7 +44,8 @@ def component_counts(model_config) -> dict[str, int]:
     config.backbone_init = ""  # counting needs no weights
   model = nnx.eval_shape(lambda: models.build(config, rngs=nnx.Rngs(0)))
   counts = {name: models.count_params(getattr(model, name))
-            for name in COMPONENTS if getattr(model, name, None) is not None}
+            for name in COMPONENTS + DETECTOR_COMPONENTS
+            if getattr(model, name, None) is not None}
   counts["total"] = models.count_params(model)
   return counts
 
@@ -54,13 +58,13 @@ def format_table(counts: dict[str, int]) -> str:
 
 
 def all_variants_table() -> str:
-  """Markdown table of every registered model with every backbone."""
+  """Markdown table of every BMD model with every backbone."""
   from configs import common  # pylint: disable=import-outside-toplevel
   titles = ["backbone params"] + [c.replace("_", " ") for c in COMPONENTS[1:]]
   head = ("| model | backbone | " + " | ".join(titles) + " | total |\n|" +
           "---|" * (len(COMPONENTS) + 3))
   rows = [head]
-  for name in models.MODELS:
+  for name in common.MODEL_INPUTS:
     for backbone in models.BACKBONES:
       counts = component_counts(
           common.get_config(name, f"backbone={backbone}").model)
@@ -82,8 +86,12 @@ def main(argv):
     print(json.dumps(counts, indent=2))
   else:
     m = FLAGS.config.model
-    print(f"{m.name} (backbone {m.backbone}, width {m.width}, "
-          f"{m.num_inputs} inputs, {m.num_outputs} outputs)")
+    if m.name == "landmarks":
+      print(f"landmarks (width {m.width}, {m.levels} levels, graph "
+            f"{m.graph_layers} x {m.graph_dim})")
+    else:
+      print(f"{m.name} (backbone {m.backbone}, width {m.width}, "
+            f"{m.num_inputs} inputs, {m.num_outputs} outputs)")
     print(format_table(counts))
 
 

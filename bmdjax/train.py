@@ -1,8 +1,15 @@
-r"""Trains a BMD model on a prepared dataset, on 1..N devices and hosts.
+r"""Trains a BMD model or the landmark detector on a prepared dataset, on
+1..N devices and hosts.
 
   python -m bmdjax.train --config=configs/attmulroi.py:demo --workdir=runs/demo
   python -m bmdjax.train --config=configs/attmulroi.py:target=L2 --workdir=W \
       --config.data.dir=PREPARED --config.optim.lr=1e-4
+  python -m bmdjax.train --config=configs/landmarks.py:demo --workdir=runs/lm \
+      --config.data.dir=LANDMARKS_PREPARED
+
+What differs between the two (inputs, loss and augmentation, validation
+score) comes from the task `config.task` names (bmdjax/tasks.py); the loop
+below is shared.
 
 The same code runs on one device or many: the batch is sharded over the mesh's
 `data` axis, the state is replicated, and XLA inserts the gradient all-reduce.
@@ -33,12 +40,11 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
 from ml_collections import config_flags
-import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from tqdm import tqdm
 
-from bmdjax import augment, distributed, inference, input_pipeline, preemption
+from bmdjax import distributed, inference, input_pipeline, preemption, tasks
 
 FLAGS = flags.FLAGS
 
@@ -71,36 +77,6 @@ def make_optimizer(optim, total_steps: int, steps_per_epoch: int):
   else:
     raise ValueError(f"unknown optimiser {optim.name!r} (sgd or adam)")
   return optax.chain(*parts), lr
-
-
-def masked_mse(pred, target, mask):
-  """Mean squared error over the present labels only (missing BMD -> mask 0)."""
-  err = jnp.square(pred - target) * mask
-  return jnp.sum(err) / jnp.maximum(jnp.sum(mask), 1.0)
-
-
-def make_loss_fn(graphdef, config, scaler):
-  from flax import nnx
-  mean, std = jnp.asarray(scaler.mean), jnp.asarray(scaler.std)
-
-  def loss_fn(params, rest, batch, rng):
-    model = nnx.merge(graphdef, params, rest)
-    x = augment.random_affine(rng, inference.to_unit(batch["x"]), **config.augment)
-    out = model(x, train=True)
-    y, mask = (batch["y"] - mean) / std, batch["mask"]
-    mse_global = masked_mse(out["global"], y, mask)
-    metrics = {"mse_global": mse_global}
-    loss = mse_global
-    if "local" in out:  # [B, K+1, T]: one regressor per transformer output token
-      mse_local = masked_mse(out["local"], y[:, None], jnp.broadcast_to(
-          mask[:, None], out["local"].shape))
-      loss = loss + config.loss_local_weight * mse_local
-      metrics["mse_local"] = mse_local
-    metrics["loss"] = loss
-    new_rest = nnx.to_pure_dict(nnx.split(model, nnx.Param, ...)[2])
-    return loss, (new_rest, metrics)
-
-  return loss_fn
 
 
 def make_train_step(loss_fn, tx, seed: int):
@@ -242,14 +218,14 @@ def train_and_evaluate(config, workdir: str, stop_after_steps: int | None = None
   data_sharding = NamedSharding(mesh, P("data"))
 
   # --- input
-  prep = input_pipeline.load_prep_summary(config.data.dir)
-  scaler = inference.TargetScaler(prep["target_stats"], config.target)
+  task = tasks.get(config)
   train_source = input_pipeline.open_split(config.data.dir, config.data.train_split)
   eval_source = input_pipeline.open_split(config.data.dir, config.data.eval_split)
   steps_per_epoch = input_pipeline.steps_per_epoch(config, len(train_source))
   total_steps = steps_per_epoch * config.num_epochs
   train_iter = input_pipeline.DeviceIterator(
-      input_pipeline.train_dataset(config, train_source), data_sharding,
+      input_pipeline.train_dataset(config, train_source, task.example_fn, task.train_keys),
+      data_sharding,
       depth=config.input.prefetch_batches)
 
   # --- model
@@ -271,23 +247,20 @@ def train_and_evaluate(config, workdir: str, stop_after_steps: int | None = None
     state = restore_latest_good(mngr, state, train_iter)
     logging.info("resumed from step %d", int(state["step"]))
   if is_chief:
-    inference.save_run_info(workdir, config, prep["target_stats"])
+    inference.save_run_info(workdir, config, task.run_info)
   best_path = os.path.join(workdir, "best.json")
   best = json.load(open(best_path)) if os.path.exists(best_path) else None
 
   # --- step
-  loss_fn = make_loss_fn(graphdef, config, scaler)
+  loss_fn = task.make_loss_fn(graphdef)
   train_step = jit_train_step(make_train_step(loss_fn, tx, config.seed), mesh)
 
   # --- evals
-  predict_fn = inference.make_predict_fn(graphdef)
+  validate = task.make_validation(graphdef, eval_source, data_sharding)
 
   def run_validation(step):
-    df = inference.predict_split(config, predict_fn, state["params"], state["rest"],
-                                 eval_source, data_sharding, scaler, desc="validation")
-    summary = inference.quick_metrics(df)
-    rmse = float(np.mean([m["rmse"] for m in summary.values()]))
-    return {"step": step, "epoch": step // steps_per_epoch, "rmse": rmse, "metrics": summary}
+    return {"step": step, "epoch": step // steps_per_epoch,
+            **validate(state["params"], state["rest"])}
 
   # --- loop
   writer = None
@@ -346,12 +319,10 @@ def train_and_evaluate(config, workdir: str, stop_after_steps: int | None = None
         val = run_validation(step)
         t0 += time.time() - t_val  # training throughput excludes validation
         if writer:
-          writer.add_scalar("validation/rmse", val["rmse"], step)
-          for v, m in val["metrics"].items():
-            writer.add_scalar(f"validation/r_{v}", m["r"], step)
-        tqdm.write(f"epoch {val['epoch']}: validation " + ", ".join(
-            f"{v} r={m['r']:.3f} rmse={m['rmse']:.4f}" for v, m in val["metrics"].items()))
-        if best is None or val["rmse"] < best["rmse"]:
+          for k, v in task.validation_scalars(val).items():
+            writer.add_scalar(f"validation/{k}", v, step)
+        tqdm.write(f"epoch {val['epoch']}: validation {task.describe(val)}")
+        if best is None or val[task.score_key] < best[task.score_key]:
           best = val
           best_mngr.save(step, args=ocp.args.Composite(model=ocp.args.PyTreeSave(
               {"params": state["params"], "rest": state["rest"]})), force=True)
@@ -385,7 +356,8 @@ def main(argv):
     raise app.UsageError("--workdir is required")
   config = FLAGS.config
   if not config.data.dir:
-    raise app.UsageError("set --config.data.dir to a folder prepared by data_prep.build")
+    raise app.UsageError("set --config.data.dir to a folder prepared by data_prep.build "
+                         "(data_prep.build_landmarks for configs/landmarks.py)")
   out = train_and_evaluate(config, FLAGS.workdir, FLAGS.stop_after_steps)
   if out["preempted"]:
     # The checkpoint is complete, but the run is not: exit with the shell's status

@@ -52,6 +52,7 @@ def get_config(model_name, arg=None):
   if a.dtype not in COMPUTE_DTYPES:
     raise ValueError(f"dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {a.dtype!r}")
   c = ml_collections.ConfigDict()
+  c.task = "bmd"  # bmdjax/tasks.py
   c.seed = 0
   c.target = a.target
 

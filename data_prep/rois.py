@@ -149,6 +149,31 @@ def whole_image(image: np.ndarray, size: int) -> np.ndarray:
   return crop_square(image, ((w - 1) / 2, (h - 1) / 2), side, 0.0, size)
 
 
+def letterbox_scale(shape, size: int) -> float:
+  """Source pixels per pixel of `whole_image(image, size)` (the letterbox)."""
+  return float(max(shape)) / size
+
+
+def to_letterbox(points, shape, size: int) -> np.ndarray:
+  """Image pixel coordinates [..., 2] -> pixels of `whole_image(image, size)`.
+
+  Inverts crop_square's grid: output pixel u samples the source at
+  (w - 1) / 2 + (u + 0.5) * scale - side / 2.
+  """
+  h, w = shape
+  scale = letterbox_scale(shape, size)
+  centre = np.array([(w - 1) / 2, (h - 1) / 2])
+  return (np.asarray(points, np.float64) - centre + max(h, w) / 2) / scale - 0.5
+
+
+def from_letterbox(points, shape, size: int) -> np.ndarray:
+  """Pixels of `whole_image(image, size)` [..., 2] -> image pixel coordinates."""
+  h, w = shape
+  scale = letterbox_scale(shape, size)
+  centre = np.array([(w - 1) / 2, (h - 1) / 2])
+  return centre + (np.asarray(points, np.float64) + 0.5) * scale - max(h, w) / 2
+
+
 def patch_grid(image: np.ndarray, n: int, size: int) -> np.ndarray:
   """The image cut into n x n non-overlapping patches [n*n, size, size], row-major."""
   h, w = image.shape

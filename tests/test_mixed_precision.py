@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bmdjax import inference, models, train
+from bmdjax import inference, models, tasks, train
 from configs import common
 
 
@@ -46,7 +46,7 @@ def test_bf16_compute_keeps_float32_state_and_loss():
   assert _float_dtypes(params) == {"float32"}
   scaler = inference.TargetScaler({v: {"mean": 1.0, "std": 0.15} for v in common.VERTEBRAE},
                                   config.target)
-  loss_fn = train.make_loss_fn(graphdef, config, scaler)
+  loss_fn = tasks.bmd_loss_fn(graphdef, config, scaler)
   batch, rng = _batch(), jax.random.key(0)
 
   # The 13 VGG16 convolutions really run in bfloat16...

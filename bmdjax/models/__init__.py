@@ -7,6 +7,7 @@ from flax import nnx
 from bmdjax.models.backbones import BACKBONES
 from bmdjax.models.bmd import AttentiveFusion, ConcatFusion
 from configs.common import COMPUTE_DTYPES
+from bmdjax.models.landmarks import HeatmapGraphDetector
 
 MODELS = {
     "baseline": ConcatFusion,   # num_inputs 1: the whole image
@@ -14,6 +15,7 @@ MODELS = {
     "attmulpat": AttentiveFusion,
     "mulroi": ConcatFusion,     # num_inputs 15
     "attmulroi": AttentiveFusion,
+    "landmarks": HeatmapGraphDetector,  # configs/landmarks.py
 }
 
 
@@ -27,6 +29,10 @@ def build(model_config, *, rngs: nnx.Rngs) -> nnx.Module:
     raise ValueError(f"model.dtype must be one of {COMPUTE_DTYPES}, got {c.dtype!r} "
                      "(the compute dtype; parameters are always float32)")
   cls = MODELS[c.name]
+  if cls is HeatmapGraphDetector:
+    return cls(width=c.width, levels=c.levels, graph_dim=c.graph_dim,
+               graph_layers=c.graph_layers, heatmap_sigma=c.heatmap_sigma,
+               dtype=c.dtype, rngs=rngs)
   kwargs = dict(backbone=c.backbone, num_inputs=c.num_inputs,
                 num_outputs=c.num_outputs, width=c.width,
                 regressor_hidden=c.regressor_hidden, dtype=c.dtype)
@@ -47,5 +53,5 @@ def count_params(tree) -> int:
   return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
 
 
-__all__ = ["BACKBONES", "MODELS", "AttentiveFusion", "ConcatFusion", "build",
-           "count_params"]
+__all__ = ["BACKBONES", "MODELS", "AttentiveFusion", "ConcatFusion",
+           "HeatmapGraphDetector", "build", "count_params"]

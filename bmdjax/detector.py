@@ -1,0 +1,138 @@
+"""A trained landmark detector: prediction over a split, and detection on
+radiographs for data prep (data_prep.build), screening (bmdjax.predict) and
+evaluation (bmdjax.landmark_eval).
+
+Detection letterboxes the whole radiograph exactly as the training records
+were made (data_prep.build_landmarks.prepare_image), predicts in that frame,
+maps the points back to the image's pixels and runs the plausibility checks
+(data_prep/landmark_checks.py), so every caller gets the same points and the
+same flags for a study.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+from jax.sharding import NamedSharding, PartitionSpec as P
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from bmdjax import inference, input_pipeline
+from data_prep import build_landmarks, dicom_io, landmark_checks, rois
+
+OUTPUTS = ("points", "heatmap_points", "confidence")
+
+
+def make_predict_fn(graphdef):
+  """jit: (params, rest, uint16 images [B, S, S]) -> points, heatmap_points
+  [B, 16, 2] in input pixels and confidence [B, 16]."""
+  @jax.jit
+  def predict(params, rest, x):
+    out = nnx.merge(graphdef, params, rest)(inference.to_unit(x), train=False)
+    return {k: out[k] for k in OUTPUTS}
+  return predict
+
+
+def predict_split(config, predict_fn, params, rest, source, sharding, example_fn,
+                  desc: str = "") -> dict[str, np.ndarray]:
+  """Predictions and truth for every record of `source`, in the split's order:
+  image, patient_id, points, heatmap_points, confidence, true, mm_per_pixel.
+  Each process predicts its slice; the rows are gathered on every process."""
+  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+  params, rest = jax.device_put((params, rest), NamedSharding(sharding.mesh, P()))
+  rows = []
+  batches = input_pipeline.eval_batches(config, source, example_fn=example_fn)
+  total = input_pipeline.num_eval_batches(config, len(source))
+  for batch, meta, valid in tqdm(batches, total=total, desc=desc or "predict",
+                                 disable=jax.process_index() != 0, leave=False):
+    x = input_pipeline.to_global({"x": batch["x"]}, sharding)["x"]
+    out = {k: input_pipeline.to_local(v) for k, v in predict_fn(params, rest, x).items()}
+    for i in np.flatnonzero(valid):
+      rows.append({**meta[i], **{k: out[k][i].tolist() for k in OUTPUTS},
+                   "true": batch["points"][i].tolist(),
+                   "mm_per_pixel": float(batch["mm_per_pixel"][i])})
+  rows = sorted(inference.allgather_rows(rows), key=lambda r: r["index"])
+  keys = ("image", "patient_id", *OUTPUTS, "true", "mm_per_pixel")
+  return {k: np.array([r[k] for r in rows], dtype=object if k in ("image", "patient_id")
+                      else np.float64) for k in keys}
+
+
+class LandmarkDetector:
+  """A landmark run (bmdjax.train --config=configs/landmarks.py) restored."""
+
+  def __init__(self, workdir: str, checkpoint: str = "best", batch_size: int = 16):
+    workdir = os.fspath(workdir)
+    run = inference.load_run_info(workdir)
+    config = ml_collections.ConfigDict(run["config"])
+    if config.get("task", "bmd") != "landmarks":
+      raise ValueError(
+          f"{workdir} holds a {config.model.name} BMD model, not a landmark detector: "
+          "give the workdir of `python -m bmdjax.train --config=configs/landmarks.py`")
+    if "image_size" not in run:
+      raise ValueError(f"{os.path.join(workdir, 'run.json')} does not record the "
+                       "detector's image_size; retrain it with this version of bmdjax")
+    self.size = int(run["image_size"])
+    self.batch_size = batch_size
+    self.min_confidence = float(config.checks.min_confidence)
+    graphdef, params, rest = inference.init_model_state(config)
+    self.params, self.rest, self.step = inference.restore_params(
+        workdir, params, rest, checkpoint)
+    self._predict = make_predict_fn(graphdef)
+    self.description = (f"landmark detector {workdir} ({checkpoint} checkpoint, step "
+                        f"{self.step}, {self.size}x{self.size})")
+
+  def detect(self, radiographs, min_confidence: float | None = None) -> list[dict]:
+    """One dict per dicom_io.Radiograph: landmarks, heatmap_landmarks [16, 2]
+    in the image's pixels, confidence [16] and flags (failed checks)."""
+    min_conf = self.min_confidence if min_confidence is None else min_confidence
+    results = []
+    for start in range(0, len(radiographs), self.batch_size):
+      chunk = radiographs[start:start + self.batch_size]
+      x = np.zeros((self.batch_size, self.size, self.size), np.uint16)  # one shape: one compile
+      for i, r in enumerate(chunk):
+        x[i] = build_landmarks.prepare_image(r, self.size)
+      out = jax.device_get(self._predict(self.params, self.rest, x))
+      for i, r in enumerate(chunk):
+        shape = r.image.shape
+        points = rois.from_letterbox(out["points"][i], shape, self.size)
+        confidence = np.asarray(out["confidence"][i], np.float64)
+        results.append({
+            "landmarks": points,
+            "heatmap_landmarks": rois.from_letterbox(out["heatmap_points"][i], shape,
+                                                     self.size),
+            "confidence": confidence,
+            "flags": landmark_checks.check_landmarks(points, shape, confidence,
+                                                     r.pixel_spacing, min_conf)})
+    return results
+
+  def detect_files(self, paths, min_confidence: float | None = None,
+                   progress: bool = False) -> list[dict]:
+    """detect() on DICOM files; a file that cannot be read gives {"error": reason}.
+    Reads one batch at a time, so memory stays small on any cohort."""
+    from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+    paths = [os.fspath(p) for p in paths]
+    results = []
+    bar = tqdm(total=len(paths), desc="detecting landmarks", unit="study",
+               disable=not progress)
+    for start in range(0, len(paths), self.batch_size):
+      read, done = [], []
+      for path in paths[start:start + self.batch_size]:
+        try:
+          r = dicom_io.read_radiograph(path)
+        except dicom_io.StudyError as e:
+          done.append({"error": e.reason})
+        else:
+          read.append(r)
+          done.append(r)
+      found = iter(self.detect(read, min_confidence))
+      for item in done:
+        if isinstance(item, dicom_io.Radiograph):
+          results.append({**next(found), "shape": item.image.shape,
+                          "pixel_spacing": item.pixel_spacing})
+        else:
+          results.append(item)
+      bar.update(len(done))
+    bar.close()
+    return results

@@ -1,0 +1,181 @@
+r"""Evaluates a trained landmark detector on DICOMs with known landmarks.
+
+  python -m bmdjax.landmark_eval --workdir=LM_RUN --dicom_dir=D \
+      --landmarks=landmarks.csv [--manifest=PREPARED/manifest.csv --split=test] \
+      [--out=LM_RUN/landmark_report] [--worst=8]
+
+Detection runs exactly as data_prep.build and bmdjax.predict run it (read the
+DICOM, letterbox, detect, map back, check), and errors are measured in the
+pixels of the original image and in mm (its pixel spacing). Writes to --out:
+metrics.json (MRE px/mm, SDR within 2/4/8 mm, per landmark and overall; the
+same for the heatmap points before the graph step; error by confidence; how
+many studies the plausibility checks flag), tables.md, detections.csv (one
+row per study) and overlays of the --worst studies (true green, detected red).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import sys
+
+from absl import app, flags
+import numpy as np
+import pandas as pd
+
+from bmdjax import detector, landmark_metrics, plots
+from data_prep import build, dicom_io, landmark_checks, rois
+
+CONFIDENCE_BINS = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0)
+FLAGS = flags.FLAGS
+
+
+def confidence_table(confidence, errors_mm, bins=CONFIDENCE_BINS) -> list[dict]:
+  """Landmark count and MRE (mm) per confidence bin: is low confidence where
+  the large errors are, i.e. is the min_confidence check worth its flags?"""
+  c, e = np.ravel(confidence), np.ravel(errors_mm)
+  out = []
+  for lo, hi in zip(bins[:-1], bins[1:]):
+    sel = (c >= lo) & ((c < hi) if hi < bins[-1] else (c <= hi)) & np.isfinite(e)
+    out.append({"confidence": f"{lo:g}-{hi:g}", "n": int(sel.sum()),
+                "mre_mm": float(e[sel].mean()) if sel.any() else float("nan"),
+                "share_over_8mm": float((e[sel] > 8).mean()) if sel.any() else float("nan")})
+  return out
+
+
+def evaluate(workdir: str, dicom_dir: str, landmarks: str, out_dir: str | None = None,
+             images=None, worst: int = 8, checkpoint: str = "best",
+             progress: bool = True, min_confidence: float | None = None) -> dict:
+  """Detects every image of `landmarks` (or of `images`), writes the report
+  to `out_dir` (default WORKDIR/landmark_report) and returns metrics.json."""
+  out_dir = out_dir or os.path.join(workdir, "landmark_report")
+  truth = build.load_landmarks(landmarks)
+  names = list(truth) if images is None else list(images)
+  missing = [n for n in names if n not in truth]
+  if missing:
+    raise ValueError(f"{landmarks} has no row for {len(missing)} image(s), e.g. {missing[0]}")
+  finder = detector.LandmarkDetector(workdir, checkpoint)
+  found = finder.detect_files([os.path.join(dicom_dir, n) for n in names], min_confidence,
+                              progress=progress)
+  ok = [i for i, d in enumerate(found) if "error" not in d]
+  failed = {names[i]: d["error"] for i, d in enumerate(found) if "error" in d}
+  if not ok:
+    raise ValueError(f"no image could be read ({len(failed)} failed), e.g. "
+                     f"{next(iter(failed.items()), None)}")
+  pred = np.stack([found[i]["landmarks"] for i in ok])
+  heat = np.stack([found[i]["heatmap_landmarks"] for i in ok])
+  true = np.stack([truth[names[i]] for i in ok])
+  spacing = np.array([found[i]["pixel_spacing"] for i in ok], np.float64)
+  confidence = np.stack([found[i]["confidence"] for i in ok])
+  errors = landmark_metrics.radial_errors(pred, true)
+  summary = landmark_metrics.summarize(errors, spacing)
+  heat_summary = landmark_metrics.summarize(landmark_metrics.radial_errors(heat, true),
+                                            spacing)
+  flag_lists = [found[i]["flags"] for i in ok]
+  counts = collections.Counter(n for f in flag_lists for n in landmark_checks.flag_names(f))
+  study_mre = landmark_metrics.per_study_mre_mm(errors, spacing)
+  metrics = {
+      "detector": finder.description, "dicom_dir": os.path.abspath(dicom_dir),
+      "landmarks": os.path.abspath(landmarks), "studies": len(ok), "unreadable": failed,
+      "min_confidence": finder.min_confidence if min_confidence is None else min_confidence,
+      "flagged_studies": int(sum(bool(f) for f in flag_lists)),
+      "flags_by_check": {name: counts.get(name, 0) for name in landmark_checks.CHECKS},
+      "flagged_mre_mm": float(np.mean([m for m, f in zip(study_mre, flag_lists) if f]))
+                        if any(flag_lists) else None,
+      "unflagged_mre_mm": float(np.mean([m for m, f in zip(study_mre, flag_lists) if not f]))
+                          if not all(flag_lists) else None,
+      **summary, "heatmap_only": heat_summary,
+      "by_confidence": confidence_table(confidence, errors * spacing[:, None]),
+  }
+  os.makedirs(out_dir, exist_ok=True)
+  rows = []
+  for k, i in enumerate(ok):
+    row = {"image": names[i], "mre_mm": round(float(study_mre[k]), 3),
+           "max_error_mm": round(float(np.max(errors[k] * spacing[k])), 3),
+           "min_confidence": round(float(confidence[k].min()), 4),
+           "flags": "; ".join(flag_lists[k])}
+    for j in range(rois.NUM_LANDMARKS):
+      row[f"x{j}"], row[f"y{j}"] = round(float(pred[k, j, 0]), 2), round(float(pred[k, j, 1]), 2)
+    rows.append(row)
+  pd.DataFrame(rows).to_csv(os.path.join(out_dir, "detections.csv"), index=False)
+  overlays = []
+  for k in np.argsort(-study_mre)[:worst]:
+    name = names[ok[k]]
+    image = dicom_io.read_radiograph(os.path.join(dicom_dir, name)).image
+    title = (f"{name}: MRE {study_mre[k]:.1f} mm, max {np.max(errors[k] * spacing[k]):.1f} mm"
+             + (f"\nflags: {'; '.join(landmark_checks.flag_names(flag_lists[k]))}"
+                if flag_lists[k] else ""))
+    overlays.append(plots.landmark_overlay(
+        image, true[k], pred[k], os.path.join(out_dir, f"worst_{len(overlays) + 1:02d}_"
+                                                       f"{os.path.splitext(os.path.basename(name))[0]}.png"),
+        title, edges=rois.LANDMARK_EDGES))
+  metrics["worst_overlays"] = overlays
+  with open(os.path.join(out_dir, "metrics.json"), "w") as f:
+    json.dump(metrics, f, indent=2)
+  with open(os.path.join(out_dir, "tables.md"), "w") as f:
+    f.write(render_tables(metrics))
+  return metrics
+
+
+def render_tables(metrics: dict) -> str:
+  """tables.md: the MRE/SDR table, the graph step's effect, checks, confidence."""
+  o, h = metrics["overall"], metrics["heatmap_only"]["overall"]
+  lines = [f"# Landmark detection: {metrics['studies']} studies",
+           "", f"Detector: {metrics['detector']}. Errors in pixels of the original "
+           "image and in mm (its pixel spacing); SDR = share of points within the distance.",
+           "", landmark_metrics.markdown_table(metrics), "",
+           f"Heatmap soft-argmax alone (before the graph step): MRE {h['mre_mm']:.2f} mm, "
+           f"SDR 2/4/8 mm {100 * h['sdr_2mm']:.1f}/{100 * h['sdr_4mm']:.1f}/"
+           f"{100 * h['sdr_8mm']:.1f}% (with it: {o['mre_mm']:.2f} mm).", "",
+           f"Plausibility checks flag {metrics['flagged_studies']} of {metrics['studies']} "
+           "studies: " + ", ".join(f"{k} {v}" for k, v in metrics["flags_by_check"].items())
+           + ".", ""]
+  if metrics["unreadable"]:
+    lines += [f"Unreadable: {len(metrics['unreadable'])} studies.", ""]
+  lines += ["| confidence | landmarks | MRE mm | share > 8 mm |", "|---|---|---|---|"]
+  for b in metrics["by_confidence"]:
+    lines.append(f"| {b['confidence']} | {b['n']} | {b['mre_mm']:.2f} | "
+                 f"{100 * b['share_over_8mm']:.1f}% |")
+  return "\n".join(lines) + "\n"
+
+
+def define_flags():
+  """Defined on demand so that importing this module does not claim flags."""
+  flags.DEFINE_string("workdir", None, "Workdir of the trained landmark detector.")
+  flags.DEFINE_string("dicom_dir", None, "Folder of the DICOMs; the CSV's `image` is "
+                      "relative to it.")
+  flags.DEFINE_string("landmarks", None, "Ground truth: image,x0,y0,...,x15,y15 (pixels).")
+  flags.DEFINE_string("manifest", None, "Optional manifest.csv of data_prep.build or "
+                      "build_landmarks: evaluate only its images of --split.")
+  flags.DEFINE_string("split", "test", "Split to take from --manifest.")
+  flags.DEFINE_string("out", None, "Report folder (default WORKDIR/landmark_report).")
+  flags.DEFINE_integer("worst", 8, "Overlay PNGs of this many worst studies.")
+  flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which checkpoint.")
+  flags.DEFINE_float("min_confidence", None, "Confidence below which a landmark flags its "
+                     "study (default: the detector config's checks.min_confidence).")
+
+
+def main(argv):
+  del argv
+  for name in ("workdir", "dicom_dir", "landmarks"):
+    if not getattr(FLAGS, name):
+      raise app.UsageError(f"--{name} is required (see --help)")
+  images = None
+  if FLAGS.manifest:
+    man = pd.read_csv(FLAGS.manifest, dtype=str, keep_default_na=False)
+    images = list(man[man.split == FLAGS.split].image)
+    if not images:
+      raise app.UsageError(f"{FLAGS.manifest} lists no image of split {FLAGS.split!r}")
+  try:
+    metrics = evaluate(FLAGS.workdir, FLAGS.dicom_dir, FLAGS.landmarks, FLAGS.out, images,
+                       FLAGS.worst, FLAGS.checkpoint, min_confidence=FLAGS.min_confidence)
+  except (FileNotFoundError, ValueError) as e:
+    raise SystemExit(f"error: {e}") from None
+  sys.stdout.write(render_tables(metrics))
+  print(f"\nreport written to {FLAGS.out or os.path.join(FLAGS.workdir, 'landmark_report')}")
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)

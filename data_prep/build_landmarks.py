@@ -1,0 +1,250 @@
+r"""Prepares radiographs + landmarks.csv into a TFDS dataset for the landmark detector.
+
+  python -m data_prep.build_landmarks --dicom_dir=D --landmarks=landmarks.csv \
+      --out=OUT [--size=256] [--labels=labels.csv]
+
+No BMD is needed: any frontal chest radiographs with 16 landmarks will do.
+Each study is read exactly as data_prep.build reads it (dicom_io: LUTs,
+MONOCHROME1 inversion, percentile normalisation), padded to a centred square
+and resized to `--size` (rois.whole_image, the BMD models' whole-image input),
+and stored as uint16 with its landmarks in that frame, the mm per stored pixel
+and the original shape. Splits are per patient when --labels gives patient_id
+(and its `split` column wins), else per image. Landmark sets that fail the
+plausibility checks (e.g. left and right swapped) are reported as labelling
+errors in OUT/manifest.csv rather than learnt; OUT/prep.json holds the
+settings and counts.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import sys
+import time
+
+from absl import app, flags, logging
+import numpy as np
+import pandas as pd
+import tensorflow_datasets as tfds
+
+from data_prep import build, dicom_io, landmark_checks, rois
+
+DATASET_NAME = "cxr_landmarks"
+VERSION = "1.0.0"
+TASK = "landmarks"  # prep.json `task`: what bmdjax/tasks.py checks
+
+
+def prepare_image(radiograph: dicom_io.Radiograph, size: int) -> np.ndarray:
+  """The detector's input: the whole radiograph letterboxed to size x size, uint16.
+
+  Training records and detection (bmdjax.detector) both go through here.
+  """
+  return build._to_uint16(rois.whole_image(radiograph.image, size))  # pylint: disable=protected-access
+
+
+def process_study(path: str, landmarks: np.ndarray, size: int) -> dict:
+  """DICOM + landmarks -> record fields; raises dicom_io.StudyError on failure."""
+  radiograph = dicom_io.read_radiograph(path)
+  shape = radiograph.image.shape
+  problem = build._check_landmarks(landmarks, shape)  # pylint: disable=protected-access
+  if problem:
+    raise dicom_io.StudyError(path, problem)
+  flags_ = landmark_checks.check_landmarks(landmarks, shape,
+                                           pixel_spacing=radiograph.pixel_spacing)
+  if flags_:
+    raise dicom_io.StudyError(path, "landmarks fail the plausibility checks (a "
+                              "labelling error?): " + "; ".join(flags_))
+  scale = rois.letterbox_scale(shape, size)
+  return {
+      "pixels": prepare_image(radiograph, size),
+      "landmarks": rois.to_letterbox(landmarks, shape, size).astype(np.float32),
+      "mm_per_pixel": np.float32(radiograph.pixel_spacing * scale),
+      "pixel_spacing": np.float32(radiograph.pixel_spacing),
+      "image_shape": np.asarray(shape, np.int32),
+  }
+
+
+def _work(args):
+  """Pool worker: never raises, so one bad study cannot stop the batch."""
+  index, path, landmarks, size = args
+  try:
+    return index, process_study(path, landmarks, size), None
+  except dicom_io.StudyError as e:
+    return index, None, e.reason
+  except Exception as e:  # an unforeseen failure is still reported, not fatal
+    return index, None, f"unexpected {type(e).__name__}: {e}"
+
+
+def features(size: int):
+  f = tfds.features
+  return f.FeaturesDict({
+      "patient_id": f.Text(),
+      "image": f.Text(),
+      "pixels": f.Tensor(shape=(size, size), dtype=np.uint16, encoding=f.Encoding.BYTES),
+      "landmarks": f.Tensor(shape=(rois.NUM_LANDMARKS, 2), dtype=np.float32),
+      "mm_per_pixel": f.Scalar(dtype=np.float32),   # NaN when the spacing is unknown
+      "pixel_spacing": f.Scalar(dtype=np.float32),
+      "image_shape": f.Tensor(shape=(2,), dtype=np.int32),
+  })
+
+
+class CxrLandmarks(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """Letterboxed chest radiographs with 16 landmarks; by data_prep.build_landmarks.
+  Not registered by name (see build.BmdCxr)."""
+
+  VERSION = tfds.core.Version(VERSION)
+  name = DATASET_NAME
+
+  def __init__(self, *, studies: pd.DataFrame | None = None, size: int = 256,
+               workers: int = 1, **kwargs):
+    self._studies, self._size, self._workers = studies, size, workers
+    self.outcomes: dict[int, str] = {}  # study index -> '' (ok) or the reason
+    super().__init__(**kwargs)
+
+  def _info(self):
+    return tfds.core.DatasetInfo(
+        builder=self, features=features(self._size),
+        description="Whole chest radiographs letterboxed to a square, with the 16 "
+                    "landmarks of data_prep/rois.py in that frame.")
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    return {s: self._generate_examples(s) for s in build.SPLITS
+            if (self._studies["split"] == s).any()}
+
+  def _generate_examples(self, split):
+    rows = self._studies[self._studies["split"] == split]
+    jobs = [(i, r.path, r.landmarks, self._size) for i, r in rows.iterrows()]
+    # forkserver: safe when this process runs JAX threads (landmark detection).
+    pool = (multiprocessing.get_context("forkserver").Pool(self._workers)
+            if self._workers > 1 else None)
+    results = pool.imap(_work, jobs, chunksize=4) if pool else map(_work, jobs)
+    try:
+      for index, fields, reason in results:
+        self.outcomes[index] = reason or ""
+        if fields is None:
+          logging.warning("skipped %s: %s", rows.loc[index, "path"], reason)
+          continue
+        r = rows.loc[index]
+        yield str(index), {"patient_id": r.patient_id, "image": r.image, **fields}
+    finally:
+      if pool:
+        pool.close()
+        pool.join()
+
+
+def dataset_dir(out: str) -> str:
+  return os.path.join(out, DATASET_NAME, VERSION)
+
+
+def _patients(images, labels: str | None) -> tuple[list, list]:
+  """patient_id and given split per image, from labels.csv when given."""
+  pid = {im: im for im in images}
+  split = {im: "" for im in images}
+  if labels:
+    df = pd.read_csv(labels, dtype=str, keep_default_na=False)
+    if "patient_id" not in df or "image" not in df:
+      raise SystemExit(f"{labels}: needs columns patient_id,image[,split]")
+    for r in df.itertuples():
+      if r.image in pid:
+        pid[r.image] = r.patient_id
+        if "split" in df:
+          s = r.split.strip().lower()
+          split[r.image] = {"val": "validation", "valid": "validation"}.get(s, s)
+  return [pid[i] for i in images], [split[i] for i in images]
+
+
+def build_dataset(dicom_dir: str, landmarks: str, out: str, *, size: int = 256,
+                  labels: str | None = None, fractions=(0.8, 0.1, 0.1), seed: int = 0,
+                  workers: int | None = None) -> dict:
+  """Runs the whole preparation; returns the summary also written to prep.json."""
+  start = time.time()
+  if os.path.exists(dataset_dir(out)):
+    raise SystemExit(f"{dataset_dir(out)} already exists; choose a new --out or delete it")
+  table = build.load_landmarks(landmarks)
+  manifest, rows = [], []
+  for image, lm in table.items():
+    path = os.path.join(dicom_dir, image)
+    if not os.path.isfile(path):
+      manifest.append({"image": image, "status": "skipped",
+                       "reason": f"image file {path} does not exist"})
+    else:
+      rows.append({"image": image, "path": path, "landmarks": lm})
+  if not rows:
+    raise SystemExit(f"no image of {landmarks} found under {dicom_dir}")
+  studies = pd.DataFrame(rows)
+  studies["patient_id"], given = _patients(list(studies.image), labels)
+  studies["split"] = build.assign_splits(studies.patient_id, fractions, seed, given)
+  for path in build.unlisted_files(dicom_dir, list(studies.path) +
+                                   [os.path.join(dicom_dir, m["image"]) for m in manifest]):
+    manifest.append({"image": os.path.relpath(path, dicom_dir), "status": "skipped",
+                     "reason": "file has no row in the landmarks CSV"})
+
+  builder = CxrLandmarks(studies=studies, size=size, workers=workers or os.cpu_count() or 1,
+                         data_dir=out, file_format="array_record")
+  builder.download_and_prepare()
+  for i, r in studies.iterrows():
+    reason = builder.outcomes.get(i, "")
+    manifest.append({"patient_id": r.patient_id, "image": r.image, "split": r.split,
+                     "status": "skipped" if reason else "ok", "reason": reason})
+  man = pd.DataFrame(manifest).reindex(
+      columns=["patient_id", "image", "split", "status", "reason"])
+  man.to_csv(os.path.join(out, "manifest.csv"), index=False)
+  ok = man[man.status == "ok"]
+  summary = {
+      "task": TASK, "dataset_dir": dataset_dir(out), "size": size,
+      "fractions": list(fractions), "seed": seed,
+      "inputs": {"dicom_dir": os.path.abspath(dicom_dir),
+                 "landmarks": os.path.abspath(landmarks),
+                 "labels": os.path.abspath(labels) if labels else None},
+      "counts": {"rows": len(table), "ok": int(len(ok)),
+                 "skipped": int((man.status == "skipped").sum()),
+                 **{s: int((ok.split == s).sum()) for s in build.SPLITS}},
+      "seconds": round(time.time() - start, 1),
+  }
+  with open(os.path.join(out, "prep.json"), "w") as f:
+    json.dump(summary, f, indent=2)
+  return summary
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """Defined on demand so importing this module does not claim --out etc."""
+  flags.DEFINE_string("dicom_dir", None, "Folder of DICOM files; the CSV's `image` is "
+                      "relative to it.")
+  flags.DEFINE_string("landmarks", None, "landmarks.csv: image,x0,y0,...,x15,y15 in "
+                      "pixels of the stored image (order: data_prep/rois.py).")
+  flags.DEFINE_string("out", None, "Output folder (must not hold a prepared dataset yet).")
+  flags.DEFINE_integer("size", 256, "Side of the letterboxed image in pixels; a "
+                       "multiple of 32 (the detector halves it 5 times).")
+  flags.DEFINE_string("labels", None, "Optional labels.csv with patient_id,image[,split] "
+                      "for a patient-level split (default: one patient per image).")
+  flags.DEFINE_list("fractions", ["0.8", "0.1", "0.1"], "train,validation,test fractions.")
+  flags.DEFINE_integer("seed", 0, "Seed of the split.")
+  flags.DEFINE_integer("workers", None, "Worker processes (default: all cores).")
+
+
+def main(argv):
+  del argv
+  for name in ("dicom_dir", "landmarks", "out"):
+    if not getattr(FLAGS, name):
+      raise app.UsageError(f"--{name} is required (see --help)")
+  if FLAGS.size % 32:
+    raise app.UsageError(f"--size={FLAGS.size} is not a multiple of 32")
+  summary = build_dataset(FLAGS.dicom_dir, FLAGS.landmarks, FLAGS.out, size=FLAGS.size,
+                          labels=FLAGS.labels,
+                          fractions=[float(x) for x in FLAGS.fractions],
+                          seed=FLAGS.seed, workers=FLAGS.workers)
+  c = summary["counts"]
+  print(f"prepared {c['ok']} radiographs ({c['train']} train, {c['validation']} "
+        f"validation, {c['test']} test), skipped {c['skipped']} (reasons in "
+        f"{os.path.join(FLAGS.out, 'manifest.csv')}), {summary['seconds']} s",
+        file=sys.stderr)
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)
