@@ -14,7 +14,7 @@ Tables (rows; every row is trained once per target vertebra, as the paper does):
 
 One run = `python -m bmdjax.train` then `python -m bmdjax.evaluate --split=test`,
 each a subprocess, in ROOT/table<N>/<row>_<target> (e.g. ROOT/table1/mulpat_L2),
-with its output in that folder's ablation.log and its timing in run.json.
+with its output in that folder's ablation.log and its timing in ablation.json.
 A run whose report/metrics.json exists is skipped; one with checkpoints but no
 report is resumed (bmdjax.train resumes by itself) and then evaluated. A failed
 run does not stop the others: failures are listed at the end (exit status 1).
@@ -53,7 +53,7 @@ VERTEBRAE = common.VERTEBRAE
 TARGETS = VERTEBRAE + ("all",)
 METRICS = (("r", "R"), ("rmse", "RMSE"), ("auc", "AUC"))
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RUN_JSON = "run.json"
+RUN_JSON = "ablation.json"  # beside bmdjax.train's run.json, which it must not replace
 LOG_NAME = "ablation.log"
 
 
@@ -332,7 +332,7 @@ def run_one(run: Run, data: str, sets=(), *, runner: Callable = subprocess_runne
   """Trains (or resumes) and evaluates one run unless its report exists.
 
   Returns {"name", "status": done|skipped|reused|failed, "log", ...}; the
-  timing of every attempt is kept in WORKDIR/run.json.
+  timing of every attempt is kept in WORKDIR/ablation.json.
   """
   os.makedirs(run.workdir, exist_ok=True)
   log = os.path.join(run.workdir, LOG_NAME)

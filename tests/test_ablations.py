@@ -53,7 +53,11 @@ class FakeRunner:
     assert log == os.path.join(workdir, "ablation.log") and cwd == REPO
     if (stage, os.path.basename(workdir)) in self.fail:
       return 3
+    if stage == "train":  # as bmdjax.train does: evaluate and predict read it
+      with open(os.path.join(workdir, "run.json"), "w") as f:
+        json.dump({"config": {}, "target_stats": {}}, f)
     if stage == "evaluate":
+      assert "target_stats" in json.load(open(os.path.join(workdir, "run.json")))
       target = workdir.rsplit("_", 1)[1]
       _write_report(workdir, ablations.VERTEBRAE if target == "all" else [target])
     return 0
@@ -163,7 +167,9 @@ def test_run_table_resumes_and_reports_failures(tmp_path):
   [failure] = out["failures"]
   assert failure["failed"] == "train" and failure["rc"] == 3
   assert failure["log"] == os.path.join(t4, "grid4_L1", "ablation.log")
-  info = json.load(open(os.path.join(t4, "grid3_L1", "run.json")))
+  info = json.load(open(os.path.join(t4, "grid3_L1", "ablation.json")))
+  # bmdjax.train's own run.json (evaluate and predict need it) is left alone.
+  assert "target_stats" in json.load(open(os.path.join(t4, "grid3_L1", "run.json")))
   assert info["status"] == "done" and info["attempts"][0]["resumed"]
   assert info["wall_s"] >= 0 and "train_s" in info["attempts"][0]
   assert os.path.exists(os.path.join(t4, "table.md"))
@@ -173,7 +179,7 @@ def test_run_table_resumes_and_reports_failures(tmp_path):
   out = ablations.run_table(4, data, root, targets="L1,L2", runner=runner)
   assert runner.calls == [("train", "grid4_L1"), ("evaluate", "grid4_L1")]
   assert not out["failures"]
-  info = json.load(open(os.path.join(t4, "grid4_L1", "run.json")))
+  info = json.load(open(os.path.join(t4, "grid4_L1", "ablation.json")))
   assert [a.get("failed") for a in info["attempts"]] == ["train", None]
 
 
@@ -214,9 +220,9 @@ def test_table_assembly(tmp_path):
   _write_report(os.path.join(t1, "mulroi_all"), ablations.VERTEBRAE, base=0.60)
   _write_report(os.path.join(t1, "mulroi_L2"), ["L2"], base=0.50)   # wins over _all
   os.makedirs(os.path.join(t1, "attmulroi_L1"))
-  with open(os.path.join(t1, "attmulroi_L1", "run.json"), "w") as f:
+  with open(os.path.join(t1, "attmulroi_L1", "ablation.json"), "w") as f:
     json.dump({"status": "failed", "wall_s": 12.5, "attempts": [{}]}, f)
-  with open(os.path.join(t1, "baseline_L1", "run.json"), "w") as f:
+  with open(os.path.join(t1, "baseline_L1", "ablation.json"), "w") as f:
     json.dump({"status": "done", "wall_s": 100.0, "attempts": [{}]}, f)
   metrics = json.load(open(os.path.join(t1, "baseline_L3", "report", "metrics.json")))
   metrics["L3"]["auc"] = None                        # undefined (no osteoporosis case)
