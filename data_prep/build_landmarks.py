@@ -18,7 +18,6 @@ settings and counts.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import sys
 import time
@@ -116,8 +115,7 @@ class CxrLandmarks(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def _generate_examples(self, split):
     rows = self._studies[self._studies["split"] == split]
     jobs = [(i, r.path, r.landmarks, self._size) for i, r in rows.iterrows()]
-    # forkserver: safe when this process runs JAX threads (landmark detection).
-    pool = (multiprocessing.get_context("forkserver").Pool(self._workers)
+    pool = (build.worker_pool(self._workers, "data_prep.build_landmarks")
             if self._workers > 1 else None)
     results = pool.imap(_work, jobs, chunksize=4) if pool else map(_work, jobs)
     try:
