@@ -275,12 +275,15 @@ def train_and_evaluate(config, workdir: str, stop_after_steps: int | None = None
                mesh.size, jax.process_count(), steps_per_epoch, config.num_epochs,
                config.batch_size)
   history, t0, last_logged = [], time.time(), step
-  finite, checked = jnp.array(True), step  # all losses finite since step `checked`
+  # Each step's on-device "all finite" flag, since step `checked`; reduced and
+  # read only on log, eval and save steps (no extra dispatch or sync per step).
+  finite, checked = [], step
 
   def check_finite(step):
-    """Reads the on-device flag (a host sync: only on log, eval and save steps)."""
     nonlocal checked
-    if not bool(finite):
+    ok = bool(jnp.all(jnp.stack(finite))) if finite else True
+    finite.clear()
+    if not ok:
       mngr.wait_until_finished()
       raise FloatingPointError(
           f"the training loss became NaN or infinite between steps {checked} and {step}; "
@@ -294,7 +297,7 @@ def train_and_evaluate(config, workdir: str, stop_after_steps: int | None = None
     while step < end:
       batch = next(train_iter)
       state, metrics = train_step(state, batch)
-      finite = finite & metrics.pop("finite")
+      finite.append(metrics.pop("finite"))
       step += 1
       bar.update(1)
       log_step = step % config.log_every_steps == 0 or step == end

@@ -92,16 +92,21 @@ def get_config(model_name, arg=None):
   c.augment = ml_collections.ConfigDict(
       dict(scale=0.1, rotate_deg=10.0, translate=0.05, flip=True))
 
+  add_loop_settings(c)
+  if a.demo:
+    _demo(c)
+  return c
+
+
+def add_loop_settings(c):
+  """Input, logging, checkpoint and validation cadence of bmdjax.train's loop,
+  shared by every task (BMD models and the landmark detector)."""
   c.input = ml_collections.ConfigDict(
       dict(read_threads=8, prefetch_batches=2, shuffle_seed=0))
   c.log_every_steps = 50
   c.checkpoint_every_steps = 500
   c.keep_checkpoints = 3
   c.eval_every_epochs = 1
-
-  if a.demo:
-    _demo(c)
-  return c
 
 
 def _demo(c):

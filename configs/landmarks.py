@@ -60,13 +60,7 @@ def get_config(arg=None):
   # (README, "Landmark detector"); errors concentrate below it.
   c.checks = ml_collections.ConfigDict(dict(min_confidence=0.5))
 
-  c.input = ml_collections.ConfigDict(
-      dict(read_threads=8, prefetch_batches=2, shuffle_seed=0))
-  c.log_every_steps = 50
-  c.checkpoint_every_steps = 500
-  c.keep_checkpoints = 3
-  c.eval_every_epochs = 1
-
+  common.add_loop_settings(c)
   if a.demo:
     _demo(c)
   return c

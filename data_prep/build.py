@@ -271,13 +271,34 @@ def worker_pool(workers: int, module: str):
 
 def _work(args):
   """Pool worker: never raises, so one bad study cannot stop the batch."""
-  index, path, landmarks, spec = args
+  process, index, path, landmarks, arg = args
   try:
-    return index, process_study(path, landmarks, spec), None
+    return index, process(path, landmarks, arg), None
   except dicom_io.StudyError as e:
     return index, None, e.reason
   except Exception as e:  # an unforeseen failure is still reported, not fatal
     return index, None, f"unexpected {type(e).__name__}: {e}"
+
+
+def processed_studies(rows: pd.DataFrame, process, arg, *, workers: int, module: str,
+                      outcomes: dict, chunksize: int = 2):
+  """Yields (index, row, process(path, landmarks, arg)) for every usable row, in
+  a worker pool; each study's outcome ('' or the reason) goes to `outcomes`,
+  and a bad study is logged and passed over, never raised."""
+  jobs = [(process, i, r.path, r.landmarks, arg) for i, r in rows.iterrows()]
+  pool = worker_pool(workers, module) if workers > 1 else None
+  results = pool.imap(_work, jobs, chunksize=chunksize) if pool else map(_work, jobs)
+  try:
+    for index, fields, reason in results:
+      outcomes[index] = reason or ""
+      if fields is None:
+        logging.warning("skipped %s: %s", rows.loc[index, "path"], reason)
+        continue
+      yield index, rows.loc[index], fields
+  finally:
+    if pool:
+      pool.close()
+      pool.join()
 
 
 # ----------------------------------------------------------------- TFDS
@@ -333,24 +354,13 @@ class BmdCxr(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _generate_examples(self, split):
     rows = self._studies[self._studies["split"] == split]
-    jobs = [(i, r.path, r.landmarks, self._spec) for i, r in rows.iterrows()]
-    pool = worker_pool(self._workers, "data_prep.build") if self._workers > 1 else None
-    results = pool.imap(_work, jobs, chunksize=2) if pool else map(_work, jobs)
-    try:
-      for index, crops, reason in results:
-        self.outcomes[index] = reason or ""
-        if crops is None:
-          logging.warning("skipped %s: %s", rows.loc[index, "path"], reason)
-          continue
-        r = rows.loc[index]
-        yield str(index), {
-            "patient_id": r.patient_id, "image": r.image,
-            "sex": SEXES[r.sex], "age": np.float32(r.age),
-            "bmd": np.array([r[v] for v in VERTEBRAE], np.float32), **crops}
-    finally:
-      if pool:
-        pool.close()
-        pool.join()
+    for index, r, crops in processed_studies(
+        rows, process_study, self._spec, workers=self._workers, module="data_prep.build",
+        outcomes=self.outcomes):
+      yield str(index), {
+          "patient_id": r.patient_id, "image": r.image,
+          "sex": SEXES[r.sex], "age": np.float32(r.age),
+          "bmd": np.array([r[v] for v in VERTEBRAE], np.float32), **crops}
 
 
 def dataset_dir(out: str) -> str:

@@ -22,7 +22,7 @@ import os
 import sys
 import time
 
-from absl import app, flags, logging
+from absl import app, flags
 import numpy as np
 import pandas as pd
 import tensorflow_datasets as tfds
@@ -64,17 +64,6 @@ def process_study(path: str, landmarks: np.ndarray, size: int) -> dict:
   }
 
 
-def _work(args):
-  """Pool worker: never raises, so one bad study cannot stop the batch."""
-  index, path, landmarks, size = args
-  try:
-    return index, process_study(path, landmarks, size), None
-  except dicom_io.StudyError as e:
-    return index, None, e.reason
-  except Exception as e:  # an unforeseen failure is still reported, not fatal
-    return index, None, f"unexpected {type(e).__name__}: {e}"
-
-
 def features(size: int):
   f = tfds.features
   return f.FeaturesDict({
@@ -114,22 +103,10 @@ class CxrLandmarks(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _generate_examples(self, split):
     rows = self._studies[self._studies["split"] == split]
-    jobs = [(i, r.path, r.landmarks, self._size) for i, r in rows.iterrows()]
-    pool = (build.worker_pool(self._workers, "data_prep.build_landmarks")
-            if self._workers > 1 else None)
-    results = pool.imap(_work, jobs, chunksize=4) if pool else map(_work, jobs)
-    try:
-      for index, fields, reason in results:
-        self.outcomes[index] = reason or ""
-        if fields is None:
-          logging.warning("skipped %s: %s", rows.loc[index, "path"], reason)
-          continue
-        r = rows.loc[index]
-        yield str(index), {"patient_id": r.patient_id, "image": r.image, **fields}
-    finally:
-      if pool:
-        pool.close()
-        pool.join()
+    for index, r, fields in build.processed_studies(
+        rows, process_study, self._size, workers=self._workers,
+        module="data_prep.build_landmarks", outcomes=self.outcomes, chunksize=4):
+      yield str(index), {"patient_id": r.patient_id, "image": r.image, **fields}
 
 
 def dataset_dir(out: str) -> str:
