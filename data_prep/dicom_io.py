@@ -64,6 +64,18 @@ _MAGIC = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"),
           (b"\x1f\x8b", "a gzip archive"), (b"II*\x00", "a TIFF image"),
           (b"MM\x00*", "a TIFF image"))
 _EXPORT_AGAIN = "copy or export it from the archive again"
+# Raw detector images (PS3.3 C.8.11.1.1.1 Presentation Intent Type): before the
+# vendor's image processing (flat-field, log, equalisation), never shown to a
+# reader; a model trained on presentation images must not see them.
+FOR_PROCESSING_SOP_CLASSES = (uids.DigitalXRayImageStorageForProcessing,
+                              uids.DigitalMammographyXRayImageStorageForProcessing,
+                              uids.DigitalIntraOralXRayImageStorageForProcessing)
+# Pixel spacing (mm) outside this range is a header error, not a chest film.
+SPACING_RANGE_MM = (0.02, 2.0)
+# Where Radiograph.pixel_spacing came from ("estimated": from the landmarks,
+# data_prep.landmark_checks.estimate_spacing; "unknown": NaN).
+SPACING_SOURCES = ("PixelSpacing", "ImagerPixelSpacing", "ImagerPixelSpacing/magnification",
+                   "estimated", "unknown")
 
 
 class StudyError(ValueError):
@@ -78,22 +90,53 @@ class StudyError(ValueError):
 @dataclasses.dataclass
 class Radiograph:
   image: np.ndarray          # float32 [H, W] in [0, 1], bone bright
-  pixel_spacing: float       # mm per pixel (row spacing); nan when not stated
+  pixel_spacing: float       # mm per pixel (row spacing); NaN when not known
   photometric: str
   modality: str
   bits_stored: int
+  spacing_source: str = "unknown"  # one of SPACING_SOURCES
 
 
-def _spacing(ds) -> float:
-  for tag in ("PixelSpacing", "ImagerPixelSpacing"):
-    try:
-      value = ds.get(tag)
-      spacing = float(value[0]) if value is not None and len(value) >= 1 else np.nan
-    except (TypeError, ValueError, IndexError):
-      continue
-    if np.isfinite(spacing) and spacing > 0:
-      return spacing
-  return float("nan")
+def _plausible_spacing(ds, tag: str) -> float | None:
+  """The row spacing of a `tag` holding row\\column spacing (mm), or None when
+  it is missing, not numeric, not positive or outside SPACING_RANGE_MM in
+  either direction (a vendor's 0.000\\0.000 means "not calibrated")."""
+  try:
+    value = ds.get(tag)
+    if value is None:
+      return None
+    values = [float(v) for v in (value if isinstance(value, (list, tuple, pydicom.multival.MultiValue))
+                                 else [value])]
+  except (TypeError, ValueError, IndexError):
+    return None
+  lo, hi = SPACING_RANGE_MM
+  if not values or not all(np.isfinite(v) and lo <= v <= hi for v in values):
+    return None
+  return values[0]
+
+
+def pixel_spacing(ds) -> tuple[float, str]:
+  """(mm per pixel, source) from the header, source one of SPACING_SOURCES.
+
+  PixelSpacing (0028,0030) is the spacing in the patient (PS3.3 10.7.1.3); when
+  it is missing or implausible, ImagerPixelSpacing (0018,1164) is the spacing at
+  the detector, which magnifies the patient by the Estimated Radiographic
+  Magnification Factor (0018,1114, source-to-image over source-to-object
+  distance, >= 1), divided out when it is stated. Else NaN, "unknown".
+  """
+  spacing = _plausible_spacing(ds, "PixelSpacing")
+  if spacing is not None:
+    return spacing, "PixelSpacing"
+  spacing = _plausible_spacing(ds, "ImagerPixelSpacing")
+  if spacing is None:
+    return float("nan"), "unknown"
+  try:
+    magnification = float(ds.get("EstimatedRadiographicMagnificationFactor"))
+  except (TypeError, ValueError):
+    magnification = float("nan")
+  if np.isfinite(magnification) and 1.0 <= magnification <= 3.0:
+    return spacing / magnification, "ImagerPixelSpacing/magnification"
+  return spacing, "ImagerPixelSpacing"
 
 
 def normalise(pixels: np.ndarray, low_pct: float = 0.5,
@@ -175,11 +218,14 @@ def _parse(path: str, data: bytes):
   """bytes -> (dataset, truncated). Accepts files without the 128-byte preamble
   and File Meta (older exports), which start directly with an element."""
   head = data[:4]
-  for magic, kind in _MAGIC:
+  # PS3.10 7.1: the 128-byte preamble may hold anything; "dual-personality"
+  # files put a TIFF header there so that non-DICOM viewers open them. So the
+  # DICM marker is checked before the magic numbers of other formats.
+  dicm = data[128:132] == b"DICM"
+  for magic, kind in _MAGIC if not dicm else ():
     if data.startswith(magic):
       raise StudyError(path, f"not a readable DICOM file: it is {kind}; export the "
                        "original DICOM instead")
-  dicm = data[128:132] == b"DICM"
   raw_dataset = not dicm and head[:2] in (b"\x02\x00", b"\x08\x00")
   if not dicm and not raw_dataset:
     if len(data) < 132:
@@ -281,6 +327,13 @@ def _check_header(path: str, ds) -> None:
   if view not in FRONTAL_VIEWS:
     raise StudyError(path, f"view position {view} is not frontal (PA/AP); lateral and "
                      "other views cannot be used: leave this study out")
+  intent = str(ds.get("PresentationIntentType", "") or "").upper().strip()
+  sop_class = str(ds.get("SOPClassUID", "") or getattr(
+      getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "")
+  if intent == "FOR PROCESSING" or sop_class in FOR_PROCESSING_SOP_CLASSES:
+    raise StudyError(path, "a FOR PROCESSING image (raw detector data before the "
+                     "vendor's image processing, not meant for viewing); export the FOR "
+                     "PRESENTATION image of this study from the modality or the archive")
   photometric = str(ds.get("PhotometricInterpretation", "") or "").upper()
   if not photometric:
     raise StudyError(path, "no PhotometricInterpretation in the header, so it is unknown "
@@ -333,10 +386,58 @@ def _grey(path: str, ds, pixels: np.ndarray, photometric: str) -> np.ndarray:
   if not np.all(np.isfinite(values)):
     raise StudyError(path, "pixel values are not finite after the modality LUT "
                      "(RescaleSlope/Intercept broken?)")
-  return -values if photometric == "MONOCHROME1" else values
+  return -values if _inverted(path, ds, photometric) else values
 
 
-def _read(path: str) -> Radiograph:
+def _inverted(path: str, ds, photometric: str) -> bool:
+  """Whether the VOI LUT output must be negated to give display values (bone
+  bright on a chest film).
+
+  PS3.3 C.7.6.3.1.2: MONOCHROME1 means the lowest value is shown white.
+  Presentation LUT Shape (2050,0020), PS3.3 C.11.6.1: IDENTITY, the VOI output
+  is already in P-Values (higher is brighter); INVERSE, it is after inversion.
+  The DX, MG and IO Image modules (C.8.11.6.1.x: "IDENTITY shall be used if
+  Photometric Interpretation is MONOCHROME2, INVERSE if MONOCHROME1") make the
+  shape account for the photometric interpretation, not add to it: so
+  MONOCHROME1 + INVERSE is one inversion (as MONOCHROME1 alone) and
+  MONOCHROME2 + INVERSE, where it occurs, is one inversion too.
+  MONOCHROME1 + IDENTITY contradicts itself (lowest white vs lowest black);
+  Pixel Intensity Relationship Sign (0028,1041, C.8.11.3), which describes the
+  stored values and not their display, settles it when present: +1, lower
+  values mean less X-ray intensity, i.e. bone is low and must be inverted;
+  -1, bone is high. Without it the study is refused: guessing risks a film with
+  bone dark, the worst kind of silent error.
+  """
+  shape = str(ds.get("PresentationLUTShape", "") or "").upper().strip()
+  if not shape:
+    return photometric == "MONOCHROME1"
+  if shape not in ("IDENTITY", "INVERSE"):
+    raise StudyError(path, f"Presentation LUT Shape {shape} is neither IDENTITY nor "
+                     "INVERSE (PS3.3 C.11.6), so the display polarity is unknown; "
+                     f"{_EXPORT_AGAIN}")
+  if shape == "INVERSE":
+    return True
+  if photometric != "MONOCHROME1":
+    return False
+  try:
+    sign = int(ds.get("PixelIntensityRelationshipSign"))
+  except (TypeError, ValueError):
+    sign = 0
+  if sign in (1, -1):
+    try:  # +1: bone stored low; a negative rescale slope turns that round
+      slope = 1.0 if "ModalityLUTSequence" in ds else float(ds.get("RescaleSlope", 1))
+    except (TypeError, ValueError):
+      slope = 1.0
+    return (sign > 0) == (slope >= 0)
+  raise StudyError(path, "MONOCHROME1 with Presentation LUT Shape IDENTITY contradict "
+                   "each other (PS3.3 C.8.11.6: IDENTITY goes with MONOCHROME2) and "
+                   "no Pixel Intensity Relationship Sign settles it, so it is unknown "
+                   "whether bone is bright or dark; fix the header (MONOCHROME1 + "
+                   "INVERSE, or MONOCHROME2 + IDENTITY) or export the image again")
+
+
+def _values(path: str):
+  """(dataset, display values): everything before the normalisation."""
   ds, truncated = _parse(path, _read_bytes(path))
   if "PixelData" not in ds:
     raise StudyError(path, "file is truncated or damaged before the pixel data (an "
@@ -359,26 +460,28 @@ def _read(path: str) -> Radiograph:
     raise StudyError(path, f"pixel data cannot be read ({_describe(e)}); "
                      f"{_EXPORT_AGAIN}") from None
   photometric = str(ds.PhotometricInterpretation).upper()
-  values = _grey(path, ds, pixels, photometric)
+  return ds, _grey(path, ds, pixels, photometric)
+
+
+def _read(path: str) -> Radiograph:
+  ds, values = _values(path)
   try:
     image = normalise(values)
   except ValueError as e:
     raise StudyError(path, str(e)) from None
-  return Radiograph(image=image, pixel_spacing=_spacing(ds), photometric=photometric,
+  spacing, source = pixel_spacing(ds)
+  return Radiograph(image=image, pixel_spacing=spacing, spacing_source=source,
+                    photometric=str(ds.PhotometricInterpretation).upper(),
                     modality=str(ds.get("Modality", "") or "").upper(),
                     bits_stored=int(ds.get("BitsStored", 0) or 0))
 
 
-def read_radiograph(path: str | os.PathLike) -> Radiograph:
-  """Reads one frontal chest radiograph: modality LUT, VOI LUT, MONOCHROME1
-  inversion and percentile normalisation, so bone is bright on any scanner.
-
-  Raises StudyError, and nothing else, for any file that cannot be used.
-  """
+def _guarded(path: str | os.PathLike, read):
+  """read(path) under the reader's error policy: StudyError and nothing else."""
   path = os.fspath(path)
   try:
     with _quiet_pydicom():
-      return _read(path)
+      return read(path)
   except StudyError:
     raise
   except MemoryError:
@@ -387,3 +490,21 @@ def read_radiograph(path: str | os.PathLike) -> Radiograph:
   except Exception as e:  # an unforeseen defect in the file: still one bad study
     raise StudyError(path, f"not a readable DICOM file ({_describe(e)}); "
                      f"{_EXPORT_AGAIN}") from None
+
+
+def read_radiograph(path: str | os.PathLike) -> Radiograph:
+  """Reads one frontal chest radiograph: modality LUT, VOI LUT, polarity
+  (MONOCHROME1, Presentation LUT Shape) and percentile normalisation, so bone is
+  bright on any scanner; pixel spacing with its source (`pixel_spacing`).
+
+  Raises StudyError, and nothing else, for any file that cannot be used.
+  """
+  return _guarded(path, _read)
+
+
+def read_display_values(path: str | os.PathLike) -> np.ndarray:
+  """float32 [H, W]: the stored pixels through the modality LUT, the VOI LUT
+  (PS3.3 C.11.1-C.11.2) and the polarity of `_inverted`, i.e. P-Values up to a
+  linear map, bone bright, before `normalise`. Same checks and errors as
+  read_radiograph."""
+  return _guarded(path, lambda p: _values(p)[1])
