@@ -287,6 +287,10 @@ def predict_studies(workdir: str, paths, landmarks=None, sex=None, checkpoint: s
           raise dicom_io.StudyError(path, why)
         result["landmarks"] = {"source": "given", "points": np.round(lm, 2).tolist()}
       crops = build.process_study(path, lm, model.spec, radiograph=radiograph)
+      # From the header, else estimated from the landmarks (dicom_io.SPACING_SOURCES).
+      mm = float(crops["pixel_spacing"])
+      result["pixel_spacing"] = {"mm": round(mm, 4) if np.isfinite(mm) else None,
+                                 "source": crops.pop("spacing_source")}
     except dicom_io.StudyError as e:
       result["reason"] = str(e)
     except Exception as e:  # a bug on one study must not cost the others theirs
@@ -330,6 +334,10 @@ def format_table(results: list[dict]) -> str:
         lines.append(f"  WHO category (lowest T-score): {r['who_category']}")
       if r.get("note"):
         lines.append(f"  note: {r['note']}")
+      if r.get("pixel_spacing"):
+        mm = r["pixel_spacing"]["mm"]
+        lines.append(f"  pixel spacing: {'unknown' if mm is None else f'{mm:.4f} mm'} "
+                     f"({r['pixel_spacing']['source']})")
       if r["landmarks"]["source"] == "detected":
         conf = r["landmarks"]["confidence"]
         lines.append(f"  landmarks: detected (confidence min {min(conf):.2f}, median "

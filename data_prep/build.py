@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 import tensorflow_datasets as tfds
 
-from data_prep import dicom_io, rois
+from data_prep import dicom_io, landmark_checks, rois
 
 DATASET_NAME = "bmd_cxr"
 VERSION = "1.0.0"
@@ -248,10 +248,15 @@ def process_study(path: str, landmarks: np.ndarray, spec: CropSpec,
   problem = _check_landmarks(landmarks, image.shape)
   if problem:
     raise dicom_io.StudyError(path, problem)
+  spacing, source = radiograph.pixel_spacing, radiograph.spacing_source
+  if not np.isfinite(spacing):  # no usable spacing in the header: from the anatomy
+    spacing = landmark_checks.estimate_spacing(landmarks)
+    source = "estimated" if np.isfinite(spacing) else "unknown"
   out = {
       "rois": _to_uint16(rois.crop_rois(image, landmarks, spec.size)),
       "whole": _to_uint16(rois.whole_image(image, spec.size)),
-      "pixel_spacing": np.float32(radiograph.pixel_spacing),
+      "pixel_spacing": np.float32(spacing),
+      "spacing_source": source,  # for the manifest, not stored in the records
       "landmarks": np.asarray(landmarks, np.float32),
       "image_shape": np.asarray(image.shape, np.int32),
   }
@@ -339,6 +344,7 @@ class BmdCxr(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                workers: int = 1, **kwargs):
     self._studies, self._spec, self._workers = studies, spec, workers
     self.outcomes: dict[int, str] = {}  # study index -> '' (ok) or the reason
+    self.spacing_sources: dict[int, str] = {}  # study index -> dicom_io.SPACING_SOURCES
     super().__init__(**kwargs)
 
   def _info(self):
@@ -357,6 +363,7 @@ class BmdCxr(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     for index, r, crops in processed_studies(
         rows, process_study, self._spec, workers=self._workers, module="data_prep.build",
         outcomes=self.outcomes):
+      self.spacing_sources[index] = crops.pop("spacing_source")
       yield str(index), {
           "patient_id": r.patient_id, "image": r.image,
           "sex": SEXES[r.sex], "age": np.float32(r.age),
@@ -486,9 +493,10 @@ def build(dicom_dir: str, labels: str, landmarks: str | None, out: str, *, size:
     manifest.append({"patient_id": r.patient_id, "image": r.image, "sex": r.sex, "age": r.age,
                      **{v: r[v] for v in VERTEBRAE}, "split": r.split, "status": status[i],
                      "reason": builder.outcomes.get(i, ""),
-                     "landmark_flags": r.landmark_flags})
+                     "landmark_flags": r.landmark_flags,
+                     "spacing_source": builder.spacing_sources.get(i, "")})
   cols = ["patient_id", "image", "sex", "age", *VERTEBRAE, "split", "status", "reason",
-          "landmark_flags"]
+          "landmark_flags", "spacing_source"]
   man = pd.DataFrame(manifest).reindex(columns=cols)
   man.to_csv(os.path.join(out, "manifest.csv"), index=False)
 

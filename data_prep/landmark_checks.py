@@ -25,8 +25,18 @@ MIN_CONFIDENCE = 0.5
 MAX_SPINE_TILT_DEG = 30.0
 # Thorax width / spine length (C7-T12), both in pixels: about 1 in adults.
 WIDTH_TO_SPINE = (0.5, 2.0)
-# Thorax width in mm when the pixel spacing is known.
+# Thorax width in mm when the pixel spacing is known (from the header only: with
+# a spacing estimated from the same landmarks the check would be circular).
 THORAX_MM = (120.0, 500.0)
+# Typical adult thorax width (mm) as rois.thorax_width measures it: the mean
+# distance between the four pairs of lateral rib-cage landmarks, from the upper
+# to the lower chest. Adult PA films show a maximal internal thoracic diameter
+# of about 24-30 cm (the cardiothoracic-ratio denominator; narrower at the upper
+# landmarks); the synthetic cohort's anatomy gives 266 +- 20 mm
+# (tests/test_dicom_spacing.py checks the estimate against its DICOM spacing).
+# Between adults it varies by about 8% (SD), so an estimated spacing is good to
+# about +-15%: enough for reports in mm, not for measurements.
+THORAX_WIDTH_MM = 265.0
 # Neighbouring landmarks (LANDMARK_EDGES) closer than this share of the
 # thorax width have collapsed onto each other.
 MIN_EDGE_SHARE = 0.02
@@ -47,13 +57,25 @@ def patient_frame(landmarks: np.ndarray, angle: float) -> np.ndarray:
   return (lm - lm[14]) @ np.array([[c, -s], [s, c]]).T
 
 
+def estimate_spacing(landmarks) -> float:
+  """mm per pixel estimated from the 16 landmarks (THORAX_WIDTH_MM over the
+  thorax width in pixels), for films whose header states no usable spacing;
+  NaN for degenerate landmarks. Never pass it to check_landmarks (circular)."""
+  lm = np.asarray(landmarks, np.float64)
+  if lm.shape != (rois.NUM_LANDMARKS, 2) or not np.all(np.isfinite(lm)):
+    return float("nan")
+  width = rois.thorax_width(lm)
+  return THORAX_WIDTH_MM / width if width > 0 else float("nan")
+
+
 def check_landmarks(landmarks, shape, confidence=None, pixel_spacing=float("nan"),
                     min_confidence: float = MIN_CONFIDENCE) -> list[str]:
   """Failed checks as "name: detail" strings; empty when the set is plausible.
 
   landmarks: [16, 2] in pixels of an image of `shape` (H, W); confidence:
-  [16] in [0, 1] or None (given landmarks); pixel_spacing: mm per pixel, NaN
-  when unknown (the mm check is then skipped).
+  [16] in [0, 1] or None (given landmarks); pixel_spacing: mm per pixel from the
+  DICOM header, NaN when unknown (the mm check is then skipped); never one
+  estimated from the landmarks (estimate_spacing), which always passes it.
   """
   lm = np.asarray(landmarks, np.float64)
   h, w = shape

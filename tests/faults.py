@@ -16,6 +16,7 @@ import copy
 import dataclasses
 import io
 import os
+import struct
 import sys
 from typing import Callable
 
@@ -263,6 +264,46 @@ def _modality_lut_sequence(ds):
   _plain(ds).ModalityLUTSequence = [item]
 
 
+def tiff_preamble(width=80, height=96) -> bytes:
+  """128 bytes holding a little-endian TIFF header and a first IFD (image width,
+  length, bits per sample, photometric), as dual-personality DICOM+TIFF files
+  written by some CR/DX readers have."""
+  entries = [(256, 3, 1, width), (257, 3, 1, height), (258, 3, 1, 16), (262, 3, 1, 1)]
+  ifd = struct.pack("<H", len(entries))
+  for tag, kind, count, value in entries:
+    ifd += struct.pack("<HHIHH", tag, kind, count, value, 0)
+  data = b"II*\x00" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0)
+  return data.ljust(128, b"\x00")
+
+
+
+def _tiff_preamble(ds, raw, path):
+  """A dual-personality file: a TIFF header in the 128-byte preamble."""
+  ds.preamble = tiff_preamble(int(ds.Columns), int(ds.Rows))
+  _save(ds, path)
+
+
+def _stored_inverted(ds):
+  """Bone dark in MONOCHROME2 values, to be shown inverted (INVERSE)."""
+  _pixels(ds, (2 ** 12 - 1 - _quantised(ds, 12)).astype(np.uint16), 12)
+  ds.PresentationLUTShape = "INVERSE"
+
+
+def _mono1(**attrs):
+  """The base stored as MONOCHROME1 (bone dark) with `attrs` set or deleted."""
+  def make(ds, raw, path):
+    write_base(path, _bone_bright(ds), photometric="MONOCHROME1")
+    out = pydicom.dcmread(path)
+    _set(**attrs)(out)
+    _save(out, path)
+  return make
+
+
+def _for_processing_class(ds):
+  ds.SOPClassUID = uids.DigitalXRayImageStorageForProcessing
+  ds.file_meta.MediaStorageSOPClassUID = uids.DigitalXRayImageStorageForProcessing
+
+
 def _rows(factor):
   def fn(ds):
     ds.Rows = int(ds.Rows * factor)
@@ -381,6 +422,8 @@ FAULTS = (
     Fault("no preamble", "dataset without preamble or File Meta (implicit VR)",
           _raw_dataset),
     Fault("no transfer syntax", "File Meta without TransferSyntaxUID", _no_transfer_syntax),
+    Fault("TIFF preamble", "dual-personality file: a TIFF header in the 128-byte preamble",
+          _tiff_preamble),
     # --- what the file holds
     Fault("no pixel data", "PixelData removed", _edit(_set(PixelData=None)),
           "no pixel data in the file"),
@@ -401,6 +444,20 @@ FAULTS = (
           _edit(_set(PhotometricInterpretation=None)), "no PhotometricInterpretation"),
     Fault("MONOCHROME1", "stored inverted (bone dark), MONOCHROME1",
           lambda ds, raw, p: write_base(p, _bone_bright(ds), photometric="MONOCHROME1")),
+    Fault("Presentation LUT INVERSE", "stored bone dark, MONOCHROME2 + Presentation LUT "
+          "Shape INVERSE", _edit(_stored_inverted)),
+    Fault("MONOCHROME1 + INVERSE", "MONOCHROME1 + Presentation LUT Shape INVERSE (as the DX "
+          "module requires)", _mono1(PresentationLUTShape="INVERSE")),
+    Fault("MONOCHROME1 + IDENTITY, sign +1", "MONOCHROME1 + IDENTITY, Pixel Intensity "
+          "Relationship Sign +1", _mono1(PresentationLUTShape="IDENTITY")),
+    Fault("MONOCHROME1 + IDENTITY", "MONOCHROME1 + IDENTITY, no Pixel Intensity "
+          "Relationship Sign", _mono1(PresentationLUTShape="IDENTITY",
+                                      PixelIntensityRelationshipSign=None),
+          "MONOCHROME1 with Presentation LUT Shape IDENTITY contradict each other"),
+    Fault("FOR PROCESSING", "Presentation Intent Type FOR PROCESSING (raw detector image)",
+          _edit(_set(PresentationIntentType="FOR PROCESSING")), "a FOR PROCESSING image"),
+    Fault("DX For Processing SOP class", "SOP Class Digital X-Ray Image Storage - For "
+          "Processing", _edit(_for_processing_class), "a FOR PROCESSING image"),
     Fault("no Rows", "Rows removed", _edit(_set(Rows=None)), "header lacks Rows"),
     Fault("Rows too large", "Rows doubled, pixel data unchanged", _edit(_rows(2)),
           "pixel data cannot be read"),
@@ -420,8 +477,13 @@ FAULTS = (
           _edit(_signed(12, 2047))),
     Fault("overlay bits", "bits above BitsStored set (old overlays)", _edit(_high_bits)),
     Fault("large image", "upsampled to 2880 pixels on the long side", _edit(_large)),
-    Fault("invalid pixel spacing", "PixelSpacing 0\\0", _edit(_set(PixelSpacing=[0, 0],
-                                                              ImagerPixelSpacing=None))),
+    Fault("invalid pixel spacing", "PixelSpacing 0\\0, no ImagerPixelSpacing (spacing "
+          "estimated from the landmarks in prep and predict)",
+          _edit(_set(PixelSpacing=[0, 0], ImagerPixelSpacing=None))),
+    Fault("zero spacing, imager spacing", "PixelSpacing 0.000\\0.000, ImagerPixelSpacing "
+          "given", _edit(_set(PixelSpacing=["0.000", "0.000"]))),
+    Fault("no spacing", "PixelSpacing and ImagerPixelSpacing removed",
+          _edit(_set(PixelSpacing=None, ImagerPixelSpacing=None))),
     # --- rescale and VOI LUT
     Fault("rescale", "RescaleSlope 0.25, RescaleIntercept -1024",
           _edit(_set(RescaleSlope=0.25, RescaleIntercept=-1024, WindowCenter=None,

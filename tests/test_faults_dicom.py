@@ -13,7 +13,7 @@ from pydicom.pixels import get_decoder
 import pytest
 
 from bmdjax import predict
-from data_prep import build, dicom_io
+from data_prep import build, dicom_io, landmark_checks
 from tests import faults
 
 
@@ -154,6 +154,12 @@ def fault_cohort(cohort_dir, tmp_path_factory):
   return out, good, expected
 
 
+# Where prep and predict take the pixel spacing from, for the faults that change
+# it (the others keep the base file's PixelSpacing).
+SPACING_SOURCE = {"invalid pixel spacing": "estimated", "no spacing": "estimated",
+                  "zero spacing, imager spacing": "ImagerPixelSpacing"}
+
+
 def test_build_records_every_fault_and_keeps_good_studies(fault_cohort):
   out, good, expected = fault_cohort
   summary = build.build(str(out / "dicom"), str(out / "labels.csv"),
@@ -163,10 +169,12 @@ def test_build_records_every_fault_and_keeps_good_studies(fault_cohort):
   assert len(manifest) == len(good) + len(expected)  # one row per input
   by_image = manifest.set_index("image")
   assert (by_image.loc[good, "status"] == "ok").all()
+  assert (by_image.loc[good, "spacing_source"] == "PixelSpacing").all()
   for name, fault in expected.items():
     row, why = by_image.loc[name], fault.expected()
     if why is None:
       assert row.status == "ok", (fault.name, row.reason)
+      assert row.spacing_source == SPACING_SOURCE.get(fault.name, "PixelSpacing"), fault.name
     else:
       # The row's `image` names the file; the reason says what is wrong.
       assert row.status == "skipped" and why in row.reason, (fault.name, row.reason)
@@ -192,6 +200,12 @@ def test_predict_reports_every_fault(fault_cohort, tiny_run, monkeypatch):
     result, why = by_name[name], fault.expected()
     if why is None:
       assert result["status"] == "ok", (fault.name, result["reason"])
+      source = SPACING_SOURCE.get(fault.name, "PixelSpacing")
+      assert result["pixel_spacing"]["source"] == source, fault.name
+      if source == "estimated":  # from the landmarks the study was cropped with
+        lm = np.array(result["landmarks"]["points"])
+        assert result["pixel_spacing"]["mm"] == pytest.approx(
+            landmark_checks.estimate_spacing(lm), rel=1e-3)
       if fault.same and fault.name != "large image":  # a conversion shows the same
         diff = np.abs(crops[name]["rois"] / 65535.0 - reference["rois"] / 65535.0)
         assert diff.mean() < (0.03 if fault.lossy else 0.01), (fault.name, diff.mean())
@@ -218,3 +232,4 @@ def test_predict_goes_on_after_an_unexpected_error(fault_cohort, tiny_run, monke
   assert first["reason"] == f"{paths[0]}: unexpected RuntimeError: simulated failure"
   assert all(r["status"] == "ok" for r in rest)
   assert "ERROR" in predict.format_table([first, *rest])
+  assert "pixel spacing: " in predict.format_table(rest)
