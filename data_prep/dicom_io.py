@@ -394,14 +394,16 @@ def _inverted(path: str, ds, photometric: str) -> bool:
   bright on a chest film).
 
   PS3.3 C.7.6.3.1.2: MONOCHROME1 means the lowest value is shown white.
-  Presentation LUT Shape (2050,0020), PS3.3 C.11.6.1: IDENTITY, the VOI output
-  is already in P-Values (higher is brighter); INVERSE, it is after inversion.
-  The DX, MG and IO Image modules (C.8.11.6.1.x: "IDENTITY shall be used if
-  Photometric Interpretation is MONOCHROME2, INVERSE if MONOCHROME1") make the
-  shape account for the photometric interpretation, not add to it: so
-  MONOCHROME1 + INVERSE is one inversion (as MONOCHROME1 alone) and
-  MONOCHROME2 + INVERSE, where it occurs, is one inversion too.
-  MONOCHROME1 + IDENTITY contradicts itself (lowest white vs lowest black);
+  Presentation LUT Shape (2050,0020), PS3.3 C.11.4/C.11.6: IDENTITY, the VOI
+  output is already in P-Values (higher is brighter); INVERSE, it is after
+  inversion. The DX Image Module (C.8.11.3, Table C.8-70; the MG and IO image
+  modules specialise it) says "IDENTITY shall be used if Photometric
+  Interpretation is MONOCHROME2, INVERSE if MONOCHROME1": the shape accounts for
+  the photometric interpretation, it does not add to it. So MONOCHROME1 +
+  INVERSE is one inversion (as MONOCHROME1 alone; viewers that inverted twice
+  were fixed, e.g. Weasis 4.1), and MONOCHROME2 + INVERSE, where it occurs, is
+  one inversion too. MONOCHROME1 + IDENTITY contradicts itself (lowest white
+  vs lowest black; some vendors write it, see dcm4che's dcm2jpg --noshape);
   Pixel Intensity Relationship Sign (0028,1041, C.8.11.3), which describes the
   stored values and not their display, settles it when present: +1, lower
   values mean less X-ray intensity, i.e. bone is low and must be inverted;
@@ -413,7 +415,7 @@ def _inverted(path: str, ds, photometric: str) -> bool:
     return photometric == "MONOCHROME1"
   if shape not in ("IDENTITY", "INVERSE"):
     raise StudyError(path, f"Presentation LUT Shape {shape} is neither IDENTITY nor "
-                     "INVERSE (PS3.3 C.11.6), so the display polarity is unknown; "
+                     "INVERSE (PS3.3 C.8.11.3, C.11.6), so the display polarity is unknown; "
                      f"{_EXPORT_AGAIN}")
   if shape == "INVERSE":
     return True
@@ -430,7 +432,7 @@ def _inverted(path: str, ds, photometric: str) -> bool:
       slope = 1.0
     return (sign > 0) == (slope >= 0)
   raise StudyError(path, "MONOCHROME1 with Presentation LUT Shape IDENTITY contradict "
-                   "each other (PS3.3 C.8.11.6: IDENTITY goes with MONOCHROME2) and "
+                   "each other (PS3.3 C.8.11.3: IDENTITY goes with MONOCHROME2) and "
                    "no Pixel Intensity Relationship Sign settles it, so it is unknown "
                    "whether bone is bright or dark; fix the header (MONOCHROME1 + "
                    "INVERSE, or MONOCHROME2 + IDENTITY) or export the image again")
