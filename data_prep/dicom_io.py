@@ -411,6 +411,8 @@ def _inverted(path: str, ds, photometric: str) -> bool:
   bone dark, the worst kind of silent error.
   """
   shape = str(ds.get("PresentationLUTShape", "") or "").upper().strip()
+  if not shape and "PresentationLUTSequence" in ds:
+    shape = _presentation_lut_direction(path, ds)
   if not shape:
     return photometric == "MONOCHROME1"
   if shape not in ("IDENTITY", "INVERSE"):
@@ -436,6 +438,26 @@ def _inverted(path: str, ds, photometric: str) -> bool:
                    "no Pixel Intensity Relationship Sign settles it, so it is unknown "
                    "whether bone is bright or dark; fix the header (MONOCHROME1 + "
                    "INVERSE, or MONOCHROME2 + IDENTITY) or export the image again")
+
+
+def _presentation_lut_direction(path: str, ds) -> str:
+  """A Presentation LUT Sequence (2050,0010; C.11.4) as the shape it amounts to
+  for polarity: IDENTITY when it rises, INVERSE when it falls (its curve only
+  changes contrast, which normalisation follows)."""
+  try:
+    item = ds.PresentationLUTSequence[0]
+    data = item.LUTData
+    values = (np.frombuffer(data, "<u2") if isinstance(data, bytes)
+              else np.atleast_1d(np.asarray(data, np.float64))).astype(np.float64)
+  except (AttributeError, IndexError, TypeError, ValueError):
+    values = np.zeros(0)
+  steps = np.diff(values)
+  if values.size > 1 and np.all(steps >= 0) and values[-1] > values[0]:
+    return "IDENTITY"
+  if values.size > 1 and np.all(steps <= 0) and values[-1] < values[0]:
+    return "INVERSE"
+  raise StudyError(path, "the Presentation LUT Sequence is empty, flat or not monotonic, "
+                   f"so the display polarity is unknown; {_EXPORT_AGAIN}")
 
 
 def _values(path: str):

@@ -239,3 +239,27 @@ def test_read_radiograph_normalises_the_display_values(tmp_path):
   np.testing.assert_array_equal(
       dicom_io.read_radiograph(path).image,
       dicom_io.normalise(dicom_io.read_display_values(path)))
+
+
+@pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
+@pytest.mark.parametrize("falling", [False, True])
+def test_presentation_lut_sequence_direction(photometric, falling, tmp_path):
+  """A Presentation LUT Sequence instead of the shape: a falling one inverts
+  (as INVERSE), a rising one is IDENTITY (contradictory with MONOCHROME1, here
+  settled by the sign +1: inverted)."""
+  stored = _stored()
+  data = np.linspace(0, 65535, 4096).round()
+  attrs = {"PresentationLUTSequence": [_lut_item(0, data[::-1] if falling else data)]}
+  if photometric == "MONOCHROME1" and not falling:
+    attrs["PixelIntensityRelationshipSign"] = 1
+  path = _write(tmp_path, stored, photometric, **attrs)
+  sign = -1 if falling or photometric == "MONOCHROME1" else 1
+  assert_increasing_linear(dicom_io.read_display_values(path), sign * stored.astype(float))
+
+
+def test_non_monotonic_presentation_lut_is_refused(tmp_path):
+  data = np.abs(np.linspace(-65535, 65535, 4096)).round()  # a V: polarity unknown
+  path = _write(tmp_path, _stored(), PresentationLUTSequence=[_lut_item(0, data)])
+  with pytest.raises(dicom_io.StudyError, match="Presentation LUT Sequence is empty, flat "
+                     "or not monotonic"):
+    dicom_io.read_radiograph(path)
