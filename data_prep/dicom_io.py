@@ -26,6 +26,7 @@ import warnings
 import numpy as np
 import pydicom
 from pydicom import uid as uids
+from pydicom.multival import MultiValue
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
 
 RADIOGRAPH_MODALITIES = ("CR", "DX", "DR", "RG")
@@ -105,7 +106,7 @@ def _plausible_spacing(ds, tag: str) -> float | None:
     value = ds.get(tag)
     if value is None:
       return None
-    values = [float(v) for v in (value if isinstance(value, (list, tuple, pydicom.multival.MultiValue))
+    values = [float(v) for v in (value if isinstance(value, (list, tuple, MultiValue))
                                  else [value])]
   except (TypeError, ValueError, IndexError):
     return None
