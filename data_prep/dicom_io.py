@@ -40,7 +40,8 @@ CODECS_EXTRA = "pip install 'bmdjax[dicom-codecs]'"
 # Packages that decode each compressed transfer syntax (pydicom plugins).
 DECODER_PACKAGES = {
     uids.JPEGBaseline8Bit: "python-gdcm, or pylibjpeg + pylibjpeg-libjpeg",
-    uids.JPEGExtended12Bit: "python-gdcm, or pylibjpeg + pylibjpeg-libjpeg",
+    # 12-bit data: pylibjpeg-libjpeg only (pydicom's gdcm plugin reads 8-bit).
+    uids.JPEGExtended12Bit: "pylibjpeg + pylibjpeg-libjpeg (GPL), or python-gdcm for 8-bit",
     uids.JPEGLossless: "python-gdcm, or pylibjpeg + pylibjpeg-libjpeg (GPL)",
     uids.JPEGLosslessSV1: "python-gdcm, or pylibjpeg + pylibjpeg-libjpeg (GPL)",
     uids.JPEGLSLossless: "python-gdcm or pyjpegls",
@@ -479,9 +480,11 @@ def _values(path: str):
       raise StudyError(path, f"file is truncated: the pixel data is incomplete; "
                        f"{_EXPORT_AGAIN}") from None
     if isinstance(e, _DecodeFailed):
+      extra = DECODER_PACKAGES.get(ts)
       raise StudyError(path, f"{ts.name} pixel data cannot be decoded ({e}); "
                        f"the file may be damaged ({_EXPORT_AGAIN}), or another decoder "
-                       f"may read it: {CODECS_EXTRA}") from None
+                       f"may read it: {CODECS_EXTRA}"
+                       + (f" (or install {extra})" if extra else "")) from None
     raise StudyError(path, f"pixel data cannot be read ({_describe(e)}); "
                      f"{_EXPORT_AGAIN}") from None
   photometric = str(ds.PhotometricInterpretation).upper()

@@ -173,7 +173,12 @@ def test_process_study_fills_and_reports_the_spacing(cohort_dir, tmp_path):
   assert stated["pixel_spacing"] == np.float32(float(ds.PixelSpacing[0]))
   zero = _with(path, tmp_path / "zero.dcm", dict(PixelSpacing=["0.000", "0.000"],
                                                   ImagerPixelSpacing=None))
-  estimated = build.process_study(zero, lm, spec)
+  rad = dicom_io.read_radiograph(zero)
+  estimated = build.process_study(zero, lm, spec, radiograph=rad)
+  # The estimate goes to the record only: the radiograph the landmark checks see
+  # keeps NaN, so the thorax-width check in mm is skipped, never made circular.
+  assert np.isnan(rad.pixel_spacing) and rad.spacing_source == "unknown"
+  assert landmark_checks.check_landmarks(lm, rad.image.shape, None, rad.pixel_spacing) == []
   assert estimated["spacing_source"] == "estimated"
   assert estimated["pixel_spacing"] == np.float32(landmark_checks.estimate_spacing(lm))
   np.testing.assert_array_equal(estimated["rois"], stated["rois"])

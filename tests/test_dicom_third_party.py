@@ -39,16 +39,17 @@ def modality(m):
   return f"modality {m} is not a radiograph"
 
 
-def needs(ts, with_decoder: str, without: str = NO_DECODER, pillow_only: str | None = None):
-  """An outcome that depends on the decoders installed for `ts`: `without` when
-  none is, `pillow_only` when only Pillow/pydicom are (None: same as with)."""
-  return ("decoder", ts, with_decoder, without, pillow_only)
+def needs(ts, readers, outcome: str, otherwise: str = UNDECODABLE):
+  """An outcome that depends on the decoders installed for `ts`: NO_DECODER when
+  none is, `outcome` when one of the pydicom plugins `readers` is, else
+  `otherwise` (checked with pydicom + Pillow, and with bmdjax[dicom-codecs])."""
+  return ("decoder", ts, frozenset(readers), outcome, otherwise)
 
 
 JLS = uids.JPEGLSLossless
 JLS_NEAR = uids.JPEGLSNearLossless
 JPEG_EXT = uids.JPEGExtended12Bit
-J2K = uids.JPEG2000
+JLS_READERS = {"pyjpegls", "gdcm"}
 J2K_LOSSLESS = uids.JPEG2000Lossless
 JPEG_LOSSLESS = uids.JPEGLosslessSV1
 
@@ -65,17 +66,21 @@ FILES = {
     "MR_small_implicit.dcm": (modality("MR"), SAME),
     "MR_small_padded.dcm": (modality("MR"), SAME),         # pixel data padded
     "MR_small_jp2klossless.dcm": (modality("MR"), SAME),
-    "MR_small_jpeg_ls_lossless.dcm": (modality("MR"), needs(JLS, SAME)),
+    "MR_small_jpeg_ls_lossless.dcm": (modality("MR"), needs(JLS, JLS_READERS, SAME)),
     "MR_truncated.dcm": (modality("MR"), "file is truncated: the pixel data is incomplete"),
     "examples_overlay.dcm": (modality("MR"), READ),        # overlay in the 60xx group
     "JPEG2000.dcm": (modality("NM"), READ),
-    "JPEG-lossy.dcm": (modality("NM"), needs(JPEG_EXT, READ, pillow_only=UNDECODABLE)),
-    "JPGExtended.dcm": (modality("NM"), needs(JPEG_EXT, READ, pillow_only=UNDECODABLE)),
-    "JPEG2000-embedded-sequence-delimiter.dcm": (
-        modality("NM"), needs(J2K, READ, pillow_only=UNDECODABLE)),
-    "JPEGLSNearLossless_08.dcm": (needs(JLS_NEAR, READ),) * 2,  # no Modality
-    "JPEGLSNearLossless_16.dcm": (needs(JLS_NEAR, READ),) * 2,
-    "GDCMJ2K_TextGBR.dcm": (needs(J2K_LOSSLESS, COLOUR, pillow_only=UNDECODABLE),) * 2,
+    # 12-bit JPEG: only pylibjpeg-libjpeg (GPL, not in the extra); Pillow and
+    # pydicom's gdcm plugin decode 8-bit only.
+    "JPEG-lossy.dcm": (modality("NM"), needs(JPEG_EXT, {"pylibjpeg"}, READ)),
+    "JPGExtended.dcm": (modality("NM"), needs(JPEG_EXT, {"pylibjpeg"}, READ)),
+    # Neither Pillow (size field read as 3.8e12 pixels) nor pylibjpeg ("failed
+    # to read the header") decode it.
+    "JPEG2000-embedded-sequence-delimiter.dcm": (modality("NM"), UNDECODABLE),
+    "JPEGLSNearLossless_08.dcm": (needs(JLS_NEAR, JLS_READERS, READ),) * 2,  # no Modality
+    "JPEGLSNearLossless_16.dcm": (needs(JLS_NEAR, JLS_READERS, READ),) * 2,
+    # Pillow rejects its stream ("broken data stream"); openjpeg decodes it.
+    "GDCMJ2K_TextGBR.dcm": (needs(J2K_LOSSLESS, {"pylibjpeg", "gdcm"}, COLOUR),) * 2,
     "ExplVR_BigEnd.dcm": (modality("US"), COLOUR),          # RGB, big endian
     "examples_rgb_color.dcm": (modality("US"), COLOUR),     # TIFF preamble
     "examples_jpeg2k.dcm": (modality("US"), COLOUR),        # YBR_RCT
@@ -84,14 +89,15 @@ FILES = {
     "SC_jpeg_no_color_transform.dcm": (COLOUR, COLOUR),     # no Modality
     "SC_jpeg_no_color_transform_2.dcm": (COLOUR, COLOUR),
     "SC_rgb_jpeg_app14_dcmd.dcm": (COLOUR, COLOUR),
-    "SC_rgb_jls_lossy_line.dcm": (needs(JLS_NEAR, COLOUR),) * 2,
-    "SC_rgb_jls_lossy_sample.dcm": (needs(JLS_NEAR, COLOUR),) * 2,
+    "SC_rgb_jls_lossy_line.dcm": (needs(JLS_NEAR, JLS_READERS, COLOUR),) * 2,
+    "SC_rgb_jls_lossy_sample.dcm": (needs(JLS_NEAR, JLS_READERS, COLOUR),) * 2,
     **{f"SC_rgb_{v}.dcm": (modality("OT"), COLOUR) for v in (
         "dcmtk_+eb+cr", "dcmtk_+eb+cy+n1", "dcmtk_+eb+cy+n2", "dcmtk_+eb+cy+np",
         "dcmtk_+eb+cy+s2", "dcmtk_+eb+cy+s4", "gdcm_KY", "jpeg", "jpeg_dcmd", "jpeg_dcmtk",
         "jpeg_lossy_gdcm", "rle", "rle_16bit", "rle_32bit", "small_odd",
         "small_odd_big_endian", "small_odd_jpeg")},
-    "SC_rgb_jpeg_gdcm.dcm": (modality("OT"), needs(JPEG_LOSSLESS, COLOUR)),
+    "SC_rgb_jpeg_gdcm.dcm": (modality("OT"), needs(JPEG_LOSSLESS, {"gdcm", "pylibjpeg"},
+                                                   COLOUR)),
     **{f"SC_rgb_rle{v}_2frame.dcm": (modality("OT"), "2 frames in one file")
        for v in ("", "_16bit", "_32bit")},
     "SC_ybr_full_422_uncompressed.dcm": (modality("OT"), COLOUR),
@@ -136,13 +142,10 @@ def _resolve(expected):
   """needs(...) -> the outcome for the decoders installed here."""
   if not isinstance(expected, tuple):
     return expected
-  _, ts, with_decoder, without, pillow_only = expected
+  _, ts, readers, outcome, otherwise = expected
   if not faults.decoder_available(ts):
-    return without
-  plugins = set(get_decoder(ts).available_plugins)
-  if pillow_only is not None and plugins <= {"pillow", "pydicom"}:
-    return pillow_only
-  return with_decoder
+    return NO_DECODER
+  return outcome if readers & set(get_decoder(ts).available_plugins) else otherwise
 
 
 class _Everything(tuple):
