@@ -91,9 +91,14 @@ SPACING = {
                               np.nan, "unknown"),
     "implausible (cm?)": (dict(PixelSpacing=[17.5, 17.5], ImagerPixelSpacing=None),
                           np.nan, "unknown"),
+    # Source-to-image over source-to-object distance: below 1 is impossible, and
+    # above 3 no chest film; both ignored.
     "magnification below 1 ignored": (
         dict(PixelSpacing=None, ImagerPixelSpacing=[0.15, 0.15],
-             EstimatedRadiographicMagnificationFactor=0), 0.15, "ImagerPixelSpacing"),
+             EstimatedRadiographicMagnificationFactor=0.8), 0.15, "ImagerPixelSpacing"),
+    "magnification above 3 ignored": (
+        dict(PixelSpacing=None, ImagerPixelSpacing=[0.15, 0.15],
+             EstimatedRadiographicMagnificationFactor=5), 0.15, "ImagerPixelSpacing"),
     "zero, no imager (the vendor film)": (
         dict(PixelSpacing=["0.000", "0.000"], ImagerPixelSpacing=None), np.nan, "unknown"),
     "both missing": (dict(PixelSpacing=None, ImagerPixelSpacing=None), np.nan, "unknown"),
