@@ -388,10 +388,10 @@ def _grey(path: str, ds, pixels: np.ndarray, photometric: str) -> np.ndarray:
   if not np.all(np.isfinite(values)):
     raise StudyError(path, "pixel values are not finite after the modality LUT "
                      "(RescaleSlope/Intercept broken?)")
-  return -values if _inverted(path, ds, photometric) else values
+  return -values if _inverted(path, ds, photometric, values) else values
 
 
-def _inverted(path: str, ds, photometric: str) -> bool:
+def _inverted(path: str, ds, photometric: str, values: np.ndarray) -> bool:
   """Whether the VOI LUT output must be negated to give display values (bone
   bright on a chest film).
 
@@ -409,8 +409,10 @@ def _inverted(path: str, ds, photometric: str) -> bool:
   Pixel Intensity Relationship Sign (0028,1041, C.8.11.3), which describes the
   stored values and not their display, settles it when present: +1, lower
   values mean less X-ray intensity, i.e. bone is low and must be inverted;
-  -1, bone is high. Without it the study is refused: guessing risks a film with
-  bone dark, the worst kind of silent error.
+  -1, bone is high. Without it the film's own anatomy decides (`chest_polarity`:
+  the mediastinum and spine are brighter than the lungs on every frontal chest
+  film); where that is not clear either, the study is refused: guessing risks a
+  film with bone dark, the worst kind of silent error.
   """
   shape = str(ds.get("PresentationLUTShape", "") or "").upper().strip()
   if not shape and "PresentationLUTSequence" in ds:
@@ -435,11 +437,51 @@ def _inverted(path: str, ds, photometric: str) -> bool:
     except (TypeError, ValueError):
       slope = 1.0
     return (sign > 0) == (slope >= 0)
+  anatomy = chest_polarity(values)
+  if anatomy:
+    return anatomy < 0
   raise StudyError(path, "MONOCHROME1 with Presentation LUT Shape IDENTITY contradict "
-                   "each other (PS3.3 C.8.11.3: IDENTITY goes with MONOCHROME2) and "
-                   "no Pixel Intensity Relationship Sign settles it, so it is unknown "
-                   "whether bone is bright or dark; fix the header (MONOCHROME1 + "
-                   "INVERSE, or MONOCHROME2 + IDENTITY) or export the image again")
+                   "each other (PS3.3 C.8.11.3: IDENTITY goes with MONOCHROME2), no "
+                   "Pixel Intensity Relationship Sign settles it and the image does not "
+                   "show a chest film's mediastinum brighter or darker than its lungs, so "
+                   "it is unknown whether bone is bright or dark; fix the header "
+                   "(MONOCHROME1 + INVERSE, or MONOCHROME2 + IDENTITY) or export the "
+                   "image again")
+
+
+# Frontal chest film, fractions of height/width: the mediastinum and spine band
+# and the two lung bands. Contrast below POLARITY_MARGIN (of the 1-99th
+# percentile range) settles nothing.
+MEDIASTINUM_BAND = ((0.25, 0.75), (0.44, 0.56))
+LUNG_BANDS = (((0.25, 0.60), (0.15, 0.35)), ((0.25, 0.60), (0.65, 0.85)))
+POLARITY_MARGIN = 0.08
+
+
+def chest_polarity(values: np.ndarray) -> int:
+  """+1 if `values` show a frontal chest film with bone bright (mediastinum
+  brighter than both lungs by POLARITY_MARGIN), -1 if bone dark, 0 if unclear.
+  Used only where the header contradicts itself: a real film's anatomy is the
+  one polarity reference left."""
+  v = np.asarray(values, np.float64)
+  step = max(1, min(v.shape) // 128)
+  v = v[::step, ::step]
+  lo, hi = np.percentile(v, (1, 99))
+  if not hi > lo:
+    return 0
+  v = (v - lo) / (hi - lo)
+  h, w = v.shape
+
+  def band(rows, cols):
+    return float(np.median(v[int(rows[0] * h):int(rows[1] * h),
+                             int(cols[0] * w):int(cols[1] * w)]))
+
+  centre = band(*MEDIASTINUM_BAND)
+  lungs = [band(*b) for b in LUNG_BANDS]
+  if min(centre - l for l in lungs) > POLARITY_MARGIN:
+    return 1
+  if max(centre - l for l in lungs) < -POLARITY_MARGIN:
+    return -1
+  return 0
 
 
 def _presentation_lut_direction(path: str, ds) -> str:

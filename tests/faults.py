@@ -451,9 +451,9 @@ FAULTS = (
     Fault("MONOCHROME1 + IDENTITY, sign +1", "MONOCHROME1 + IDENTITY, Pixel Intensity "
           "Relationship Sign +1", _mono1(PresentationLUTShape="IDENTITY")),
     Fault("MONOCHROME1 + IDENTITY", "MONOCHROME1 + IDENTITY, no Pixel Intensity "
-          "Relationship Sign", _mono1(PresentationLUTShape="IDENTITY",
-                                      PixelIntensityRelationshipSign=None),
-          "MONOCHROME1 with Presentation LUT Shape IDENTITY contradict each other"),
+          "Relationship Sign: the anatomy settles the polarity (mediastinum brighter "
+          "than the lungs)", _mono1(PresentationLUTShape="IDENTITY",
+                                    PixelIntensityRelationshipSign=None)),
     Fault("FOR PROCESSING", "Presentation Intent Type FOR PROCESSING (raw detector image)",
           _edit(_set(PresentationIntentType="FOR PROCESSING")), "a FOR PROCESSING image"),
     Fault("DX For Processing SOP class", "SOP Class Digital X-Ray Image Storage - For "

@@ -227,7 +227,9 @@ def test_inverse_gives_bone_bright_image(tmp_path):
     ("MONOCHROME2", "LIN OD", "Presentation LUT Shape LIN OD is neither IDENTITY nor "
      "INVERSE")])
 def test_unknown_polarity_is_refused(photometric, shape, reason, tmp_path):
-  path = _write(tmp_path, _stored(), photometric, PresentationLUTShape=shape)
+  """Noise has no mediastinum and no lungs: nothing settles the contradiction."""
+  noise = np.random.default_rng(0).integers(0, 2 ** BITS, (48, 64)).astype(np.uint16)
+  path = _write(tmp_path, noise, photometric, PresentationLUTShape=shape)
   with pytest.raises(dicom_io.StudyError) as e:
     dicom_io.read_radiograph(path)
   assert e.value.path == path and reason in e.value.reason
@@ -263,3 +265,26 @@ def test_non_monotonic_presentation_lut_is_refused(tmp_path):
   with pytest.raises(dicom_io.StudyError, match="Presentation LUT Sequence is empty, flat "
                      "or not monotonic"):
     dicom_io.read_radiograph(path)
+
+
+@pytest.mark.parametrize("bone_bright_stored", [False, True])
+def test_contradictory_header_follows_the_anatomy(bone_bright_stored, tmp_path):
+  """MONOCHROME1 + IDENTITY without a Pixel Intensity Relationship Sign (written by
+  some CR readers): whichever way the pixels are stored, the film reads bone
+  bright, decided by its mediastinum being brighter than its lungs."""
+  image = faults.anatomy()
+  stored = np.round((image if bone_bright_stored else 1 - image) * 4095).astype(np.uint16)
+  path = _write(tmp_path, stored, "MONOCHROME1", PresentationLUTShape="IDENTITY")
+  bright = dicom_io.read_radiograph(path).image
+  assert np.corrcoef(bright.ravel(), image.ravel())[0, 1] > 0.99
+
+
+def test_chest_polarity_on_simulated_films(cohort_dir):
+  """The anatomical polarity check reads every simulated film (PA and AP, CR and
+  DX processing, markers, collimation) as bone bright, and its negative as bone
+  dark."""
+  paths = sorted((cohort_dir / "dicom").glob("*.dcm"))[:12]
+  for path in paths:
+    values = dicom_io.read_display_values(path)
+    assert dicom_io.chest_polarity(values) == 1, path
+    assert dicom_io.chest_polarity(-values) == -1, path
