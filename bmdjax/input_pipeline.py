@@ -22,7 +22,7 @@ import jax
 import numpy as np
 import tensorflow_datasets as tfds
 
-from configs.common import VERTEBRAE
+from data_prep.schema import VERTEBRAE
 
 
 def dataset_dir(data_dir: str) -> str:

@@ -41,11 +41,10 @@ import textwrap
 
 from absl import app, flags
 import jax
-import ml_collections
 import numpy as np
 import pydicom
 
-from bmdjax import inference, input_pipeline, tscore
+from bmdjax import config_lib, inference, input_pipeline, runs, tscore
 from data_prep import build, dicom_io, rois
 
 LANDMARKS_NEEDED = ("no landmarks: pass --landmark_workdir=W (a trained landmark detector, "
@@ -79,22 +78,39 @@ def crop_size(run: dict, config, size: int | None = None) -> int:
 
 
 class Model:
-  """A trained run restored for screening: config, weights and target scaling."""
+  """A BMD model ready for screening: config, weights and target scaling.
 
-  def __init__(self, workdir: str, checkpoint: str = "best", size: int | None = None):
-    run = inference.load_run_info(workdir)
-    self.config = ml_collections.ConfigDict(run["config"])
-    self.scaler = inference.TargetScaler(run["target_stats"], self.config.target)
+  `Model.from_workdir` restores a trained run; the constructor takes the state
+  itself (e.g. freshly initialised weights, as bmdjax.benchmark times them).
+  """
+
+  def __init__(self, config, params, rest, target_stats: dict, crop_size: int, *,
+               graphdef=None, description: str | None = None, step: int | None = None):
+    self.config = config_lib.finalize(config)
+    self.scaler = inference.TargetScaler(target_stats, self.config.target)
     data = self.config.data
     grids = (data.grid,) if data.inputs == "patches" else ()
-    self.spec = build.CropSpec(size=crop_size(run, self.config, size), grids=grids)
-    graphdef, params, rest = inference.init_model_state(self.config)
-    self.params, self.rest, self.step = inference.restore_params(
-        workdir, params, rest, checkpoint)
+    self.spec = build.CropSpec(size=int(crop_size), grids=grids)
+    if graphdef is None:
+      graphdef, _, _ = inference.init_model_state(self.config)
+    self.params, self.rest, self.step = params, rest, step
     self._predict = inference.make_predict_fn(graphdef)
     self._example = input_pipeline.make_example_fn(self.config)
-    self.description = (f"{self.config.model.name} ({self.config.model.backbone}), target "
-                        f"{self.config.target}, {checkpoint} checkpoint (step {self.step})")
+    self.description = description or (
+        f"{self.config.model.name} ({self.config.model.backbone}), target "
+        f"{self.config.target}")
+
+  @classmethod
+  def from_workdir(cls, workdir: str, checkpoint: str = "best", size: int | None = None):
+    """The run trained in `workdir` (its run.json config, `checkpoint` weights)."""
+    run = runs.load_run_info(workdir)
+    config = config_lib.for_run(run["config"], where=workdir)
+    graphdef, params, rest = inference.init_model_state(config)
+    params, rest, step = runs.restore_params(workdir, params, rest, checkpoint)
+    return cls(config, params, rest, run["target_stats"], crop_size(run, config, size),
+               graphdef=graphdef, step=step,
+               description=(f"{config.model.name} ({config.model.backbone}), target "
+                            f"{config.target}, {checkpoint} checkpoint (step {step})"))
 
   def __call__(self, crops: dict) -> dict[str, float]:
     """Crops of one study (process_study output) -> BMD (g/cm2) per vertebra."""
@@ -236,6 +252,8 @@ def predict_studies(workdir: str, paths, landmarks=None, sex=None, checkpoint: s
                     min_landmark_confidence: float | None = None) -> list[dict]:
   """Predicts each study; one dict per path, in order.
 
+  `workdir`: a trained run's workdir, or a `Model`.
+
   `landmarks`: path of a landmarks.csv or a dict image -> [16, 2]; without
   it, `landmark_workdir` (a trained detector) places them, and a study whose
   detection fails the plausibility checks comes back "flagged" without BMD
@@ -253,11 +271,12 @@ def predict_studies(workdir: str, paths, landmarks=None, sex=None, checkpoint: s
   ref = tscore.load_reference(reference)
   table = build.load_landmarks(landmarks) if isinstance(landmarks, (str, os.PathLike)) \
       else landmarks
-  model = Model(workdir, checkpoint, size)
+  model = workdir if isinstance(workdir, Model) else Model.from_workdir(workdir, checkpoint,
+                                                                        size)
   finder = None
   if table is None and landmark_workdir:
     from bmdjax import detector  # pylint: disable=import-outside-toplevel
-    finder = detector.LandmarkDetector(landmark_workdir)
+    finder = detector.LandmarkDetector.from_workdir(landmark_workdir)
   if out_dir:
     os.makedirs(out_dir, exist_ok=True)
   results, used = [], set()

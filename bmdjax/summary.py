@@ -17,7 +17,7 @@ from absl import app, flags
 from flax import nnx
 from ml_collections import config_flags
 
-from bmdjax import models
+from bmdjax import cli, config_lib, models
 
 COMPONENTS = ("backbone", "projection", "transformer", "local_regressors",
               "global_regressor")
@@ -67,7 +67,7 @@ def all_variants_table() -> str:
   for name in common.MODEL_INPUTS:
     for backbone in models.BACKBONES:
       counts = component_counts(
-          common.get_config(name, f"backbone={backbone}").model)
+          config_lib.finalize(common.get_config(name, f"backbone={backbone}")).model)
       cells = [f"{counts[c]:,}" if c in counts else "-" for c in COMPONENTS]
       rows.append(f"| {name} | {backbone} | " + " | ".join(cells) +
                   f" | {counts['total']:,} |")
@@ -81,6 +81,10 @@ def main(argv):
     return
   if FLAGS.config is None:
     raise app.UsageError("give --config=configs/<model>.py[:args] or --all")
+  try:
+    config_lib.finalize(FLAGS.config)
+  except config_lib.ConfigError as e:
+    cli.exit_usage(e)
   counts = component_counts(FLAGS.config.model)
   if FLAGS.json:
     print(json.dumps(counts, indent=2))

@@ -37,12 +37,10 @@ import pandas as pd
 import tensorflow_datasets as tfds
 
 from data_prep import dicom_io, rois
+from data_prep.schema import SEXES, SPLITS, VERTEBRAE
 
 DATASET_NAME = "bmd_cxr"
 VERSION = "1.0.0"
-VERTEBRAE = ("L1", "L2", "L3", "L4")
-SPLITS = ("train", "validation", "test")
-SEXES = {"F": 0, "M": 1}
 # Physiologically possible DXA lumbar BMD (g/cm2); outside is a data error.
 BMD_RANGE = (0.2, 2.5)
 
@@ -386,7 +384,7 @@ def detect_landmarks(paths, images, landmark_workdir: str, out_csv: str,
   landmarks.csv layout (usable as --landmarks after review) plus conf0..conf15,
   flags and error. Returns detector.detect_files' dicts, in order."""
   from bmdjax import detector  # pylint: disable=import-outside-toplevel  (JAX only here)
-  found = detector.LandmarkDetector(landmark_workdir).detect_files(
+  found = detector.LandmarkDetector.from_workdir(landmark_workdir).detect_files(
       paths, min_confidence, progress=True)
   rows = []
   for image, d in zip(images, found):

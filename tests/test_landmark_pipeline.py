@@ -67,7 +67,7 @@ def test_a_bmd_dataset_is_refused_by_the_landmark_task(tiny_detector, prepared_d
 def test_detection_equals_the_validation_predictions(tiny_detector, cohort_dir):
   """Detection on a DICOM (build, predict, eval) sees what training saw."""
   config, workdir, _ = tiny_detector
-  finder = detector.LandmarkDetector(str(workdir))
+  finder = detector.LandmarkDetector.from_workdir(str(workdir))
   source = input_pipeline.open_split(config.data.dir, "validation")
   mesh = jax.make_mesh((jax.device_count(),), ("data",),
                        axis_types=(jax.sharding.AxisType.Auto,))
@@ -88,9 +88,9 @@ def test_detection_equals_the_validation_predictions(tiny_detector, cohort_dir):
 def test_a_bmd_run_or_nothing_is_not_a_detector(tiny_run, tmp_path):
   _, workdir, _ = tiny_run
   with pytest.raises(ValueError, match="not a landmark detector"):
-    detector.LandmarkDetector(str(workdir))
+    detector.LandmarkDetector.from_workdir(str(workdir))
   with pytest.raises(FileNotFoundError, match="run.json"):
-    detector.LandmarkDetector(str(tmp_path))
+    detector.LandmarkDetector.from_workdir(str(tmp_path))
 
 
 def test_landmark_eval_writes_its_report(tiny_detector, cohort_dir, tmp_path):
