@@ -1,8 +1,8 @@
 r"""How fast training, the input pipeline, data prep and screening run.
 
-  python -m bmdjax.benchmark --config=configs/attmulroi.py:dtype=bfloat16 \
+  python -m bmdjax.benchmark --config=attmulroi:dtype=bfloat16 \
       --what=train,input,prep,predict,precision --json=bench.json --markdown
-  python -m bmdjax.benchmark --config=configs/attmulroi.py:demo --size=32  # CPU size
+  python -m bmdjax.benchmark --config=attmulroi:demo --size=32  # CPU size
 
 Every part runs the project's own code, so the figures are those of a real run:
   train      the jitted step of bmdjax.train (same loss, optimiser, shardings,
@@ -51,7 +51,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import ml_collections
 import numpy as np
 
-from bmdjax import config_lib, distributed, inference, input_pipeline, tasks, train
+from bmdjax import cli, config_lib, distributed, inference, input_pipeline, tasks, train
 
 FLAGS = flags.FLAGS
 PARTS = ("train", "input", "prep", "predict", "precision")
@@ -385,7 +385,7 @@ def bench_predict(model, cohort: str, *, studies: int, detect=None) -> dict:
   out.update({k: float(np.median([x[k] for x in timed])) for k in timed[0]})
   out["latency_ms"] = out["total_ms"]
   if detect is None:
-    out["detect_note"] = "no detector given (--detector_workdir): landmarks from landmarks.csv"
+    out["detect_note"] = "no detector given (--landmark_workdir): landmarks from landmarks.csv"
   t = time.perf_counter()
   results = predict.predict_studies(model, paths[1:] or paths, landmarks=table, sex="F")
   out["predict_studies_s"] = time.perf_counter() - t
@@ -594,7 +594,7 @@ def define_flags():
   """Defined on demand so that importing this module does not claim --config."""
   from ml_collections import config_flags
   config_flags.DEFINE_config_file(
-      "config", None, "Model config, e.g. configs/attmulroi.py:dtype=bfloat16; fields "
+      "config", None, "Model config, e.g. attmulroi:dtype=bfloat16 (or a path); fields "
       "can be overridden, e.g. --config.batch_size=64.", lock_config=True)
   flags.DEFINE_list("what", list(PARTS), f"Parts to run, any of {', '.join(PARTS)}.")
   flags.DEFINE_integer("steps", 20, "Timed training steps (and fed steps); at least 1.", lower_bound=1)
@@ -609,7 +609,7 @@ def define_flags():
                       "--prep_studies synthetic ones.")
   flags.DEFINE_string("workdir", None, "A bmdjax.train workdir whose weights predict "
                       "and precision use; default: freshly initialised weights.")
-  flags.DEFINE_string("detector_workdir", None, "A trained landmark detector run: "
+  flags.DEFINE_string("landmark_workdir", None, "A trained landmark detector run: "
                       "predict then times detection too (else detect_ms is null).")
   flags.DEFINE_integer("input_batches", 30, "Timed input-pipeline batches.")
   flags.DEFINE_integer("prep_studies", 32, "Synthetic studies rendered and prepared.")
@@ -628,8 +628,8 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   distributed.initialize()
   if FLAGS.config is None:
-    raise app.UsageError("--config is required, e.g. --config=configs/attmulroi.py")
-  detect = load_detector(FLAGS.detector_workdir) if FLAGS.detector_workdir else None
+    raise app.UsageError("--config is required, e.g. --config=attmulroi")
+  detect = load_detector(FLAGS.landmark_workdir) if FLAGS.landmark_workdir else None
   results = run(FLAGS.config, FLAGS.what, size=FLAGS.size, steps=FLAGS.steps,
                 warmup=FLAGS.warmup, data=FLAGS.data, cohort=FLAGS.cohort,
                 workdir=FLAGS.workdir, input_batches=FLAGS.input_batches,
@@ -655,6 +655,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  define_flags()
-  logging.set_verbosity(logging.WARNING)
-  app.run(main)
+  cli.run(main, define_flags, doc=__doc__)

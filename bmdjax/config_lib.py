@@ -10,7 +10,10 @@ the network computes instead of silently reinterpreting the weights.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import sys
 
 import ml_collections
 
@@ -29,8 +32,51 @@ INIT_ONLY_FIELDS = ("model.backbone_init",)
 EVAL_SETTINGS = ("data.dir", "batch_size", "input")
 
 
+# The repository's config files (configs/<name>.py), found by name from any folder.
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "configs")
+
+
 class ConfigError(ValueError):
   """A config that cannot be right (a usage error: exit status 2)."""
+
+
+def config_names() -> list[str]:
+  """Names `--config=NAME[:args]` accepts (the files of CONFIG_DIR)."""
+  if not os.path.isdir(CONFIG_DIR):
+    return []
+  return sorted(f[:-3] for f in os.listdir(CONFIG_DIR)
+                if f.endswith(".py") and f not in ("__init__.py", "common.py"))
+
+
+def resolve(spec: str) -> str:
+  """`attmulroi:demo` (a name) or `path/to/config.py:demo` -> `/abs/path.py:demo`.
+
+  The folder above the config file goes on sys.path, since config files
+  import their siblings as a package (`from configs import common`).
+  """
+  path, sep, arg = spec.partition(":")
+  by_name = not path.endswith(".py") and "/" not in path and os.sep not in path
+  candidate = os.path.join(CONFIG_DIR, path + ".py") if by_name else path
+  if not os.path.isfile(candidate):
+    names = ", ".join(config_names()) or "none found"
+    raise ConfigError(f"no config {path!r}: give a config file (e.g. configs/attmulroi.py) "
+                      f"or a name ({names}), optionally followed by :arguments")
+  candidate = os.path.abspath(candidate)
+  root = os.path.dirname(os.path.dirname(candidate))
+  if root not in sys.path:
+    sys.path.insert(0, root)
+  return candidate + sep + arg
+
+
+def load(spec: str):
+  """The (not yet finalized) config `spec` names, as --config=spec would give."""
+  path, _, arg = resolve(spec).partition(":")
+  loader = importlib.util.spec_from_file_location(
+      "bmdjax_config_" + os.path.basename(path)[:-3], path)
+  module = importlib.util.module_from_spec(loader)
+  loader.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()
 
 
 def target_names(target: str) -> tuple[str, ...]:

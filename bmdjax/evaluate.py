@@ -7,7 +7,7 @@ The model, target and preprocessing are those the run was trained with
 (data.dir, batch_size, input.*); one that differs in what the network
 computes (target, inputs, model) is refused, naming the fields.
 
-Writes WORKDIR/report/: predictions.csv (schema in DESIGN.md), metrics.json,
+Writes WORKDIR/report/: predictions.csv (schema in docs/design.md), metrics.json,
 tables.md and the figures. Beside the model it reports an age+sex-only linear
 regression fitted on the training split, so a reader sees what the image adds.
 """
@@ -132,5 +132,4 @@ def define_flags():
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  cli.run(main, define_flags, doc=__doc__)

@@ -24,7 +24,7 @@ from absl import app, flags
 import numpy as np
 import pandas as pd
 
-from bmdjax import detector, landmark_metrics, plots, runs
+from bmdjax import cli, detector, landmark_metrics, plots, runs
 from data_prep import build, dicom_io, landmark_checks, rois
 
 CONFIDENCE_BINS = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0)
@@ -152,7 +152,7 @@ def define_flags():
   flags.DEFINE_string("out", None, "Report folder (default WORKDIR/landmark_report).")
   flags.DEFINE_integer("worst", 8, "Overlay PNGs of this many worst studies.")
   flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which checkpoint.")
-  flags.DEFINE_float("min_confidence", None, "Confidence below which a landmark flags its "
+  flags.DEFINE_float("min_landmark_confidence", None, "Confidence below which a landmark flags its "
                      "study (default: the detector config's checks.min_confidence).")
 
 
@@ -169,7 +169,7 @@ def main(argv):
       raise app.UsageError(f"{FLAGS.manifest} lists no image of split {FLAGS.split!r}")
   try:
     metrics = evaluate(FLAGS.workdir, FLAGS.dicom_dir, FLAGS.landmarks, FLAGS.out, images,
-                       FLAGS.worst, FLAGS.checkpoint, min_confidence=FLAGS.min_confidence)
+                       FLAGS.worst, FLAGS.checkpoint, min_confidence=FLAGS.min_landmark_confidence)
   except (FileNotFoundError, ValueError) as e:
     raise SystemExit(f"error: {e}") from None
   sys.stdout.write(render_tables(metrics))
@@ -177,5 +177,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  cli.run(main, define_flags, doc=__doc__)

@@ -28,7 +28,7 @@ implausible landmarks) is refused with the reason; the others are still
 predicted.
 
 Exit status: 0 when every study was predicted, 1 when any study was refused,
-flagged or failed (or on a usage error).
+flagged or failed, 2 on a usage error (bad flag, no such run).
 """
 
 from __future__ import annotations
@@ -44,8 +44,10 @@ import jax
 import numpy as np
 import pydicom
 
-from bmdjax import config_lib, inference, input_pipeline, runs, tscore
-from data_prep import build, dicom_io, rois
+from bmdjax import cli, config_lib, inference, input_pipeline, runs, tscore
+from data_prep import dicom_io, rois
+from data_prep.crops import CropSpec, process_study
+from data_prep.labels import load_landmarks
 
 LANDMARKS_NEEDED = ("no landmarks: pass --landmark_workdir=W (a trained landmark detector, "
                     "bmdjax.train --config=configs/landmarks.py) or --landmarks=landmarks.csv "
@@ -90,7 +92,7 @@ class Model:
     self.scaler = inference.TargetScaler(target_stats, self.config.target)
     data = self.config.data
     grids = (data.grid,) if data.inputs == "patches" else ()
-    self.spec = build.CropSpec(size=int(crop_size), grids=grids)
+    self.spec = CropSpec(size=int(crop_size), grids=grids)
     if graphdef is None:
       graphdef, _, _ = inference.init_model_state(self.config)
     self.params, self.rest, self.step = params, rest, step
@@ -269,7 +271,7 @@ def predict_studies(workdir: str, paths, landmarks=None, sex=None, checkpoint: s
   paths = [os.fspath(p) for p in paths]
   sexes = _sex_list(sex, len(paths))
   ref = tscore.load_reference(reference)
-  table = build.load_landmarks(landmarks) if isinstance(landmarks, (str, os.PathLike)) \
+  table = load_landmarks(landmarks) if isinstance(landmarks, (str, os.PathLike)) \
       else landmarks
   model = workdir if isinstance(workdir, Model) else Model.from_workdir(workdir, checkpoint,
                                                                         size)
@@ -305,7 +307,7 @@ def predict_studies(workdir: str, paths, landmarks=None, sex=None, checkpoint: s
         if why:
           raise dicom_io.StudyError(path, why)
         result["landmarks"] = {"source": "given", "points": np.round(lm, 2).tolist()}
-      crops = build.process_study(path, lm, model.spec, radiograph=radiograph)
+      crops = process_study(path, lm, model.spec, radiograph=radiograph)
     except dicom_io.StudyError as e:
       result["reason"] = str(e)
     except Exception as e:  # a bug on one study must not cost the others theirs
@@ -373,14 +375,7 @@ def define_flags():
   flags.DEFINE_string("landmarks", None, "landmarks.csv: image,x0,y0,...,x15,y15 in "
                       "pixels; `image` matches the end of each study's path. Without it "
                       "--landmark_workdir detects them.")
-  flags.DEFINE_string("landmark_workdir", None, "Workdir of a trained landmark detector "
-                      "(bmdjax.train --config=configs/landmarks.py), used when "
-                      "--landmarks is not given.")
-  flags.DEFINE_bool("keep_flagged", False, "Predict BMD even when the detected landmarks "
-                    "fail the plausibility checks (the flags are still reported).")
-  flags.DEFINE_float("min_landmark_confidence", None, "Detected landmarks with a lower "
-                     "confidence flag their study (default: the detector config's "
-                     "checks.min_confidence).")
+  cli.define_detector_flags()
   flags.DEFINE_list("sex", None, "F or M for every study, or one per study "
                     "(default: PatientSex from the DICOM header). T-scores need it.")
   flags.DEFINE_bool("json", False, "Print a JSON list (one object per study, status "
@@ -419,5 +414,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  cli.run(main, define_flags, doc=__doc__)

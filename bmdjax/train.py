@@ -1,10 +1,10 @@
 r"""Trains a BMD model or the landmark detector on a prepared dataset, on
 1..N devices and hosts.
 
-  python -m bmdjax.train --config=configs/attmulroi.py:demo --workdir=runs/demo
-  python -m bmdjax.train --config=configs/attmulroi.py:target=L2 --workdir=W \
+  python -m bmdjax.train --config=attmulroi:demo --workdir=runs/demo
+  python -m bmdjax.train --config=attmulroi:target=L2 --workdir=W \
       --config.data.dir=PREPARED --config.optim.lr=1e-4
-  python -m bmdjax.train --config=configs/landmarks.py:demo --workdir=runs/lm \
+  python -m bmdjax.train --config=landmarks:demo --workdir=runs/lm \
       --config.data.dir=LANDMARKS_PREPARED
 
 What differs between the two (inputs, loss and augmentation, validation
@@ -294,7 +294,8 @@ def define_flags():
   """Defined on demand so that importing this module (tests, other
   entry points) does not claim the --config flag."""
   config_flags.DEFINE_config_file(
-      "config", None, "Model config file, e.g. configs/attmulroi.py:demo,target=L2.",
+      "config", None, "Model config: a name (attmulroi:demo,target=L2; "
+      "the files of configs/) or a config file (path/to/config.py:args).",
       lock_config=True)
   flags.DEFINE_string("workdir", None, "Checkpoints, TensorBoard logs and reports go here.")
   flags.DEFINE_integer("stop_after_steps", None,
@@ -304,5 +305,4 @@ def define_flags():
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  cli.run(main, define_flags, doc=__doc__)

@@ -6,3 +6,6 @@ SPLITS = ("train", "validation", "test")
 # Sex as stored in the prepared records (int) and back (SEX_NAMES[code]).
 SEXES = {"F": 0, "M": 1}
 SEX_NAMES = tuple(sorted(SEXES, key=SEXES.get))
+# WHO: osteoporosis at a T-score of -2.5 or lower (bmdjax.tscore; splits are
+# stratified by it).
+OSTEOPOROSIS_T = -2.5

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bmdjax import detector, inference, input_pipeline, landmark_eval, predict, tasks
+from bmdjax import detector, inference, input_pipeline, landmark_eval, predict, prepare, tasks
 from data_prep import build, build_landmarks, dicom_io, rois, synthesize
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -135,7 +135,7 @@ def test_build_with_the_detector_flags_and_keeps_what_it_is_told(tiny_detector, 
   args = (str(tmp / "dicom"), str(tmp / "labels.csv"), None)
   # The command line (it once imported itself twice through the detector).
   proc = subprocess.run(
-      [sys.executable, "-m", "data_prep.build", f"--dicom_dir={args[0]}",
+      [sys.executable, "-m", "bmdjax.prepare", f"--dicom_dir={args[0]}",
        f"--labels={args[1]}", f"--landmark_workdir={workdir}", "--keep_flagged",
        f"--out={tmp / 'kept'}", "--size=16", "--grids=", "--workers=1"],
       cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -155,12 +155,12 @@ def test_build_with_the_detector_flags_and_keeps_what_it_is_told(tiny_detector, 
   # By default flagged studies are set aside, never cropped silently.
   if flagged.all():
     with pytest.raises(SystemExit, match="keep_flagged"):
-      build.build(*args, str(tmp / "strict"), size=16, grids=(), workers=1,
-                  landmark_workdir=str(workdir))
+      prepare.prepare(*args, str(tmp / "strict"), size=16, grids=(), workers=1,
+                      landmark_workdir=str(workdir))
     manifest = None
   else:
-    build.build(*args, str(tmp / "strict"), size=16, grids=(), workers=1,
-                landmark_workdir=str(workdir))
+    prepare.prepare(*args, str(tmp / "strict"), size=16, grids=(), workers=1,
+                    landmark_workdir=str(workdir))
     manifest = pd.read_csv(tmp / "strict" / "manifest.csv").set_index("image")
     for image, flags in zip(detected.image, detected["flags"].fillna("")):
       assert manifest.loc[image, "status"] == ("flagged" if flags else "ok")
