@@ -1,8 +1,8 @@
 r"""How fast training, the input pipeline, data prep and screening run.
 
-  python -m bmdjax.benchmark --config=configs/attmulroi.py:dtype=bfloat16 \
+  python -m bmdjax.benchmark --config=attmulroi:dtype=bfloat16 \
       --what=train,input,prep,predict,precision --json=bench.json --markdown
-  python -m bmdjax.benchmark --config=configs/attmulroi.py:demo --size=32  # CPU size
+  python -m bmdjax.benchmark --config=attmulroi:demo --size=32  # CPU size
 
 Every part runs the project's own code, so the figures are those of a real run:
   train      the jitted step of bmdjax.train (same loss, optimiser, shardings,
@@ -51,7 +51,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import ml_collections
 import numpy as np
 
-from bmdjax import distributed, inference, input_pipeline, tasks, train
+from bmdjax import cli, config_lib, distributed, inference, input_pipeline, tasks, train
 
 FLAGS = flags.FLAGS
 PARTS = ("train", "input", "prep", "predict", "precision")
@@ -311,40 +311,35 @@ def bench_prep(config, cohort: str, out: str, *, size: int, workers: int) -> dic
 # ----------------------------------------------------------------- predict
 
 
-def write_untrained_run(config, data_dir: str, workdir: str) -> str:
-  """A bmdjax.train workdir holding freshly initialised weights as its best
-  checkpoint: screening takes as long with them as with trained ones."""
-  import orbax.checkpoint as ocp
+def untrained_model(config, data_dir: str):
+  """A predict.Model with freshly initialised weights, in memory: screening
+  takes as long with them as with trained ones."""
+  from bmdjax import predict  # pylint: disable=import-outside-toplevel
   cfg = ml_collections.ConfigDict(config.to_dict())
   cfg.data.dir = os.path.abspath(data_dir)
-  _, params, rest = inference.init_model_state(cfg)
-  os.makedirs(workdir, exist_ok=True)
-  inference.save_run_info(workdir, cfg, {"target_stats": input_pipeline.load_prep_summary(
-      data_dir)["target_stats"]})
-  with ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "best"),
-                             options=ocp.CheckpointManagerOptions(create=True)) as mngr:
-    mngr.save(0, args=ocp.args.Composite(model=ocp.args.PyTreeSave(
-        {"params": params, "rest": rest})))
-    mngr.wait_until_finished()
-  return workdir
+  prep = input_pipeline.load_prep_summary(data_dir)
+  graphdef, params, rest = inference.init_model_state(cfg)
+  return predict.Model(cfg, params, rest, prep["target_stats"], prep["size"],
+                       graphdef=graphdef, description=f"{cfg.model.name} (initialised)")
 
 
 def load_detector(workdir: str):
   """Radiograph -> landmarks [16, 2], from a trained landmark detector run
   (`python -m bmdjax.train --config=configs/landmarks.py`)."""
   from bmdjax import detector  # pylint: disable=import-outside-toplevel
-  found = detector.LandmarkDetector(workdir, batch_size=1)
+  found = detector.LandmarkDetector.from_workdir(workdir, batch_size=1)
   return lambda radiograph: found.detect([radiograph])[0]["landmarks"]
 
 
-def bench_predict(workdir: str, cohort: str, *, studies: int, detect=None) -> dict:
+def bench_predict(model, cohort: str, *, studies: int, detect=None) -> dict:
   """Latency of screening one study, by stage, as bmdjax.predict runs it.
 
   Stages: read the DICOM; landmarks (`detect(radiograph)` when a detector is given,
   else the row of landmarks.csv, whose look-up is reported as `lookup_ms`);
   crops (data_prep.build.process_study); model (jitted forward and fetch).
   Medians over `studies` studies after one warm-up study (which compiles).
-  Also the whole `predict.predict_studies` call, cold, as the CLI pays it.
+  Also the whole `predict.predict_studies` call. `model`: a trained run's
+  workdir (its restore is timed as model_load_s) or a predict.Model.
   """
   import pandas as pd
   from bmdjax import predict
@@ -353,7 +348,8 @@ def bench_predict(workdir: str, cohort: str, *, studies: int, detect=None) -> di
   paths = [os.path.join(cohort, "dicom", im) for im in images[:studies + 1]]
   table = build.load_landmarks(os.path.join(cohort, "landmarks.csv"))
   t = time.perf_counter()
-  model = predict.Model(workdir)
+  if not isinstance(model, predict.Model):
+    model = predict.Model.from_workdir(model)
   load_s = time.perf_counter() - t
 
   def one(path):
@@ -389,9 +385,9 @@ def bench_predict(workdir: str, cohort: str, *, studies: int, detect=None) -> di
   out.update({k: float(np.median([x[k] for x in timed])) for k in timed[0]})
   out["latency_ms"] = out["total_ms"]
   if detect is None:
-    out["detect_note"] = "no detector given (--detector_workdir): landmarks from landmarks.csv"
+    out["detect_note"] = "no detector given (--landmark_workdir): landmarks from landmarks.csv"
   t = time.perf_counter()
-  results = predict.predict_studies(workdir, paths[1:] or paths, landmarks=table, sex="F")
+  results = predict.predict_studies(model, paths[1:] or paths, landmarks=table, sex="F")
   out["predict_studies_s"] = time.perf_counter() - t
   out["refused"] = sum(r["status"] != "ok" for r in results)
   return out
@@ -400,25 +396,24 @@ def bench_predict(workdir: str, cohort: str, *, studies: int, detect=None) -> di
 # ----------------------------------------------------------------- precision
 
 
-def bench_precision(data_dir: str, workdir: str, split: str = "test") -> dict:
-  """Predictions of the run's weights with float32 and with bfloat16 compute,
-  in g/cm2, over a split of `data_dir`."""
+def bench_precision(data_dir: str, model, split: str = "test") -> dict:
+  """Predictions of a model's weights (a workdir's best, or a predict.Model's)
+  with float32 and with bfloat16 compute, in g/cm2, over a split of `data_dir`."""
+  from bmdjax import predict  # pylint: disable=import-outside-toplevel
   from bmdjax import metrics
   mesh = distributed.data_mesh()
   sharding = NamedSharding(mesh, P("data"))
-  run = inference.load_run_info(workdir)
-  config = ml_collections.ConfigDict(run["config"])
-  scaler = inference.TargetScaler(run["target_stats"], config.target)
+  if not isinstance(model, predict.Model):
+    model = predict.Model.from_workdir(model)
+  config, scaler = model.config, model.scaler
   source = input_pipeline.open_split(data_dir, split)
-  preds, weights = {}, None
+  preds = {}
   for dtype in ("float32", "bfloat16"):
     cfg = ml_collections.ConfigDict(config.to_dict())
     cfg.model.dtype = dtype
-    graphdef, params, rest = inference.init_model_state(cfg)
-    if weights is None:
-      weights = inference.restore_params(workdir, params, rest, "best")
-    df = inference.predict_split(cfg, inference.make_predict_fn(graphdef), weights[0],
-                                 weights[1], source, sharding, scaler, desc=dtype)
+    graphdef, _, _ = inference.init_model_state(cfg)
+    df = inference.predict_split(cfg, inference.make_predict_fn(graphdef), model.params,
+                                 model.rest, source, sharding, scaler, desc=dtype)
     preds[dtype] = df
   cols = [f"pred_{v}" for v in scaler.names]
   p32 = preds["float32"][cols].to_numpy(np.float64)
@@ -426,7 +421,7 @@ def bench_precision(data_dir: str, workdir: str, split: str = "test") -> dict:
   diff = np.abs(p16 - p32)
   truth = preds["float32"][[f"true_{v}" for v in scaler.names]].to_numpy(np.float64)
   ok = np.isfinite(truth)
-  return {"split": split, "records": int(len(p32)), "weights_step": int(weights[2]),
+  return {"split": split, "records": int(len(p32)), "weights_step": model.step,
           "max_abs_diff_g_cm2": float(diff.max()), "mean_abs_diff_g_cm2": float(diff.mean()),
           "r_bf16_vs_f32": metrics.pearson_r(p32.ravel(), p16.ravel()),
           "prediction_sd_g_cm2": float(p32.std()),
@@ -446,6 +441,7 @@ def run(config, what=PARTS, *, size: int | None = None, steps: int = 20, warmup:
         matmul_size: int | None = None, tmp: str | None = None) -> dict:
   """Runs the parts in `what`; returns the JSON-able results. Synthetic data
   and runs go to `tmp` (default: a temporary folder, removed afterwards)."""
+  config_lib.finalize(config)
   what = tuple(what)
   unknown = set(what) - set(PARTS)
   if unknown:
@@ -503,15 +499,16 @@ def run(config, what=PARTS, *, size: int | None = None, steps: int = 20, warmup:
     if "input" in out:
       out["input"]["times_training_rate"] = (out["input"]["samples_per_second"] /
                                              out["train"]["samples_per_second"])
+  model = workdir
   if ("predict" in what or "precision" in what) and not workdir:
-    workdir = write_untrained_run(config, data, os.path.join(tmp, "run"))
+    model = untrained_model(config, data)
     out["weights"] = "initialised"
   elif workdir:
     out["weights"] = f"trained ({workdir})"
   if "predict" in what:
-    out["predict"] = bench_predict(workdir, cohort, studies=predict_studies, detect=detect)
+    out["predict"] = bench_predict(model, cohort, studies=predict_studies, detect=detect)
   if "precision" in what:
-    out["precision"] = bench_precision(data, workdir)
+    out["precision"] = bench_precision(data, model)
   out["hardware"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
   return out
 
@@ -597,7 +594,7 @@ def define_flags():
   """Defined on demand so that importing this module does not claim --config."""
   from ml_collections import config_flags
   config_flags.DEFINE_config_file(
-      "config", None, "Model config, e.g. configs/attmulroi.py:dtype=bfloat16; fields "
+      "config", None, "Model config, e.g. attmulroi:dtype=bfloat16 (or a path); fields "
       "can be overridden, e.g. --config.batch_size=64.", lock_config=True)
   flags.DEFINE_list("what", list(PARTS), f"Parts to run, any of {', '.join(PARTS)}.")
   flags.DEFINE_integer("steps", 20, "Timed training steps (and fed steps); at least 1.", lower_bound=1)
@@ -612,7 +609,7 @@ def define_flags():
                       "--prep_studies synthetic ones.")
   flags.DEFINE_string("workdir", None, "A bmdjax.train workdir whose weights predict "
                       "and precision use; default: freshly initialised weights.")
-  flags.DEFINE_string("detector_workdir", None, "A trained landmark detector run: "
+  flags.DEFINE_string("landmark_workdir", None, "A trained landmark detector run: "
                       "predict then times detection too (else detect_ms is null).")
   flags.DEFINE_integer("input_batches", 30, "Timed input-pipeline batches.")
   flags.DEFINE_integer("prep_studies", 32, "Synthetic studies rendered and prepared.")
@@ -631,8 +628,8 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   distributed.initialize()
   if FLAGS.config is None:
-    raise app.UsageError("--config is required, e.g. --config=configs/attmulroi.py")
-  detect = load_detector(FLAGS.detector_workdir) if FLAGS.detector_workdir else None
+    raise app.UsageError("--config is required, e.g. --config=attmulroi")
+  detect = load_detector(FLAGS.landmark_workdir) if FLAGS.landmark_workdir else None
   results = run(FLAGS.config, FLAGS.what, size=FLAGS.size, steps=FLAGS.steps,
                 warmup=FLAGS.warmup, data=FLAGS.data, cohort=FLAGS.cohort,
                 workdir=FLAGS.workdir, input_batches=FLAGS.input_batches,
@@ -658,6 +655,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  define_flags()
-  logging.set_verbosity(logging.WARNING)
-  app.run(main)
+  cli.run(main, define_flags, doc=__doc__)

@@ -15,11 +15,10 @@ import os
 
 import jax
 from jax.sharding import NamedSharding, PartitionSpec as P
-import ml_collections
 import numpy as np
 from flax import nnx
 
-from bmdjax import inference, input_pipeline
+from bmdjax import config_lib, inference, input_pipeline, runs
 from data_prep import build_landmarks, dicom_io, landmark_checks, rois
 
 OUTPUTS = ("points", "heatmap_points", "confidence")
@@ -60,28 +59,39 @@ def predict_split(config, predict_fn, params, rest, source, sharding, example_fn
 
 
 class LandmarkDetector:
-  """A landmark run (bmdjax.train --config=configs/landmarks.py) restored."""
+  """A landmark detector ready to run: `from_workdir` restores a trained one
+  (bmdjax.train --config=configs/landmarks.py); the constructor takes the
+  state itself."""
 
-  def __init__(self, workdir: str, checkpoint: str = "best", batch_size: int = 16):
+  def __init__(self, config, params, rest, image_size: int, *, batch_size: int = 16,
+               graphdef=None, description: str | None = None, step: int | None = None):
+    self.size = int(image_size)
+    self.batch_size = batch_size
+    self.min_confidence = float(config.checks.min_confidence)
+    if graphdef is None:
+      graphdef, _, _ = inference.init_model_state(config)
+    self.params, self.rest, self.step = params, rest, step
+    self._predict = make_predict_fn(graphdef)
+    self.description = description or f"landmark detector ({self.size}x{self.size})"
+
+  @classmethod
+  def from_workdir(cls, workdir: str, checkpoint: str = "best", batch_size: int = 16):
     workdir = os.fspath(workdir)
-    run = inference.load_run_info(workdir)
-    config = ml_collections.ConfigDict(run["config"])
+    run = runs.load_run_info(workdir)
+    config = config_lib.for_run(run["config"], where=workdir)
     if config.get("task", "bmd") != "landmarks":
       raise ValueError(
           f"{workdir} holds a {config.model.name} BMD model, not a landmark detector: "
           "give the workdir of `python -m bmdjax.train --config=configs/landmarks.py`")
     if "image_size" not in run:
-      raise ValueError(f"{os.path.join(workdir, 'run.json')} does not record the "
+      raise ValueError(f"{runs.path(workdir, runs.RUN_JSON)} does not record the "
                        "detector's image_size; retrain it with this version of bmdjax")
-    self.size = int(run["image_size"])
-    self.batch_size = batch_size
-    self.min_confidence = float(config.checks.min_confidence)
+    size = int(run["image_size"])
     graphdef, params, rest = inference.init_model_state(config)
-    self.params, self.rest, self.step = inference.restore_params(
-        workdir, params, rest, checkpoint)
-    self._predict = make_predict_fn(graphdef)
-    self.description = (f"landmark detector {workdir} ({checkpoint} checkpoint, step "
-                        f"{self.step}, {self.size}x{self.size})")
+    params, rest, step = runs.restore_params(workdir, params, rest, checkpoint)
+    return cls(config, params, rest, size, batch_size=batch_size, graphdef=graphdef,
+               step=step, description=(f"landmark detector {workdir} ({checkpoint} "
+                                       f"checkpoint, step {step}, {size}x{size})"))
 
   def detect(self, radiographs, min_confidence: float | None = None) -> list[dict]:
     """One dict per dicom_io.Radiograph: landmarks, heatmap_landmarks [16, 2]

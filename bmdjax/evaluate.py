@@ -1,9 +1,13 @@
 r"""Evaluates a trained run the way the paper does, and writes a report.
 
-  python -m bmdjax.evaluate --config=configs/attmulroi.py:demo --workdir=runs/demo \
-      --split=test
+  python -m bmdjax.evaluate --workdir=runs/demo --split=test
 
-Writes WORKDIR/report/: predictions.csv (schema in DESIGN.md), metrics.json,
+The model, target and preprocessing are those the run was trained with
+(WORKDIR/run.json). A --config may only change where and how the data is read
+(data.dir, batch_size, input.*); one that differs in what the network
+computes (target, inputs, model) is refused, naming the fields.
+
+Writes WORKDIR/report/: predictions.csv (schema in docs/design.md), metrics.json,
 tables.md and the figures. Beside the model it reports an age+sex-only linear
 regression fitted on the training split, so a reader sees what the image adds.
 """
@@ -20,8 +24,8 @@ from ml_collections import config_flags
 import numpy as np
 import pandas as pd
 
-from bmdjax import distributed, inference, input_pipeline, report
-from configs.common import VERTEBRAE
+from bmdjax import cli, config_lib, distributed, inference, input_pipeline, report, runs
+from data_prep.schema import VERTEBRAE
 
 FLAGS = flags.FLAGS
 
@@ -57,16 +61,20 @@ def evaluate(config, workdir: str, split: str = "test", checkpoint: str = "best"
              devices=None) -> dict:
   """Predicts `split`, writes the report; returns the metrics dict.
 
+  `config`: None (the run's own, from run.json) or a config that must agree
+  with the run's in what the network computes (config_lib.for_run).
+
   Every process predicts its slice of `split` on its devices (default: all
   devices of all processes); process 0 alone writes the report, of all rows.
   """
-  out_dir = out_dir or os.path.join(workdir, "report")
+  out_dir = out_dir or runs.path(workdir, runs.REPORT)
+  run = runs.load_run_info(workdir)
+  config = config_lib.for_run(run["config"], config, where=workdir)
   mesh = distributed.data_mesh(devices)
   input_pipeline.check_batch(config.batch_size, mesh)
-  run = inference.load_run_info(workdir)
   scaler = inference.TargetScaler(run["target_stats"], config.target)
   graphdef, params, rest = inference.init_model_state(config)
-  params, rest, step = inference.restore_params(workdir, params, rest, checkpoint,
+  params, rest, step = runs.restore_params(workdir, params, rest, checkpoint,
                                                 sharding=NamedSharding(mesh, P()))
   source = input_pipeline.open_split(config.data.dir, split)
   predictions = inference.predict_split(
@@ -94,9 +102,12 @@ def main(argv):
   distributed.initialize()
   if not FLAGS.workdir:
     raise app.UsageError("--workdir is required")
-  evaluate(FLAGS.config, FLAGS.workdir, FLAGS.split, FLAGS.checkpoint, FLAGS.out,
-           FLAGS.bootstrap, FLAGS.reference)
-  out_dir = FLAGS.out or os.path.join(FLAGS.workdir, "report")
+  try:
+    evaluate(FLAGS.config, FLAGS.workdir, FLAGS.split, FLAGS.checkpoint, FLAGS.out,
+             FLAGS.bootstrap, FLAGS.reference)
+  except (config_lib.ConfigError, FileNotFoundError) as e:
+    cli.exit_usage(e)
+  out_dir = FLAGS.out or runs.path(FLAGS.workdir, runs.REPORT)
   if jax.process_index() == 0:
     with open(os.path.join(out_dir, "tables.md")) as f:
       sys.stdout.write(f.read())
@@ -106,8 +117,9 @@ def main(argv):
 def define_flags():
   """Defined on demand so that importing this module (tests, other
   entry points) does not claim the --config flag."""
-  config_flags.DEFINE_config_file("config", None, "The config the run was trained with.",
-                                  lock_config=True)
+  config_flags.DEFINE_config_file(
+      "config", None, "Optional: by default the run's own config (run.json) is used; a "
+      "given one may change data.dir, batch_size and input.* only.", lock_config=True)
   flags.DEFINE_string("workdir", None, "The training workdir.")
   flags.DEFINE_string("split", "test", "Split to evaluate: train, validation or test.")
   flags.DEFINE_enum("checkpoint", "best", ["best", "latest"],
@@ -120,5 +132,4 @@ def define_flags():
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  cli.run(main, define_flags, doc=__doc__)

@@ -7,7 +7,6 @@ all three see exactly the same preprocessing and de-normalisation.
 from __future__ import annotations
 
 import json
-import os
 import warnings
 
 from flax import nnx
@@ -15,17 +14,18 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
-import orbax.checkpoint as ocp
 import pandas as pd
 
-from bmdjax import input_pipeline, models
-from configs.common import VERTEBRAE
-
-SEX_NAMES = ("F", "M")
+from bmdjax import config_lib, input_pipeline, models
+# Run state lives in bmdjax.runs; these names are kept for callers.
+from bmdjax.runs import load_run_info, restore_params, save_run_info  # noqa: F401
+from data_prep.schema import SEX_NAMES, VERTEBRAE
 
 
 def init_model_state(config):
-  """(graphdef, params, rest) of a freshly initialised model, as pure dicts."""
+  """(graphdef, params, rest) of a freshly initialised model, as pure dicts.
+  `config` is finalized first (its derived fields filled in place)."""
+  config_lib.finalize(config)
   model = models.build(config.model, rngs=nnx.Rngs(config.seed))
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   return graphdef, nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
@@ -43,7 +43,7 @@ class TargetScaler:
   """
 
   def __init__(self, stats: dict, target: str):
-    names = VERTEBRAE if target == "all" else (target,)
+    names = config_lib.target_names(target)
     self.names = names
     self.mean = np.array([stats[v]["mean"] for v in names], np.float32)
     self.std = np.array([stats[v]["std"] for v in names], np.float32)
@@ -127,37 +127,3 @@ def quick_metrics(df: pd.DataFrame) -> dict:
   return out
 
 
-def save_run_info(workdir: str, config, info: dict) -> None:
-  """What screening needs besides the weights: the config and the task's
-  `run_info` (BMD: target_stats, the target scaling; landmarks: image_size)."""
-  with open(os.path.join(workdir, "run.json"), "w") as f:
-    json.dump({"config": config.to_dict(), **info}, f, indent=2)
-
-
-def load_run_info(workdir: str) -> dict:
-  path = os.path.join(workdir, "run.json")
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"{path} not found: is {workdir} a bmdjax.train workdir?")
-  with open(path) as f:
-    return json.load(f)
-
-
-def restore_params(workdir: str, params, rest, which: str = "best", sharding=None):
-  """Restores (params, rest) from `workdir/best` or the latest checkpoint.
-
-  With `sharding` (e.g. replicated on the current mesh) the arrays are placed
-  so; the checkpoint may have been written on any number of devices/hosts."""
-  folder = os.path.join(os.path.abspath(workdir), "best" if which == "best" else "checkpoints")
-  with ocp.CheckpointManager(folder) as mngr:
-    step = mngr.latest_step()
-    if step is None:
-      raise FileNotFoundError(f"no checkpoint in {folder}; train first (bmdjax.train)")
-    target = {"params": params, "rest": rest}
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-    if sharding is not None:
-      abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype,
-                                                             sharding=sharding), abstract)
-    restored = mngr.restore(step, args=ocp.args.Composite(model=ocp.args.PyTreeRestore(
-        abstract, partial_restore=True,
-        restore_args=ocp.checkpoint_utils.construct_restore_args(abstract))))
-  return restored["model"]["params"], restored["model"]["rest"], step

@@ -20,15 +20,14 @@ import threading
 import grain
 import jax
 import numpy as np
-import tensorflow_datasets as tfds
 
-from configs.common import VERTEBRAE
+from data_prep.schema import VERTEBRAE
 
 
 def dataset_dir(data_dir: str) -> str:
   """The TFDS folder inside a data_prep.build or data_prep.build_landmarks
   output (or the folder itself)."""
-  from data_prep import build, build_landmarks  # light; avoids a cycle at module load
+  from data_prep import build, build_landmarks  # pylint: disable=import-outside-toplevel  (TFDS)
   for candidate in (build.dataset_dir(data_dir), build_landmarks.dataset_dir(data_dir),
                     data_dir):
     if os.path.isfile(os.path.join(candidate, "dataset_info.json")):
@@ -40,6 +39,7 @@ def dataset_dir(data_dir: str) -> str:
 
 def open_split(data_dir: str, split: str):
   """Random-access source of one split."""
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel  (slow; readers only)
   builder = tfds.builder_from_directory(dataset_dir(data_dir))
   if split not in builder.info.splits:
     raise ValueError(f"split {split!r} not in {data_dir} (has: {list(builder.info.splits)})")
@@ -47,7 +47,13 @@ def open_split(data_dir: str, split: str):
 
 
 def load_prep_summary(data_dir: str) -> dict:
-  with open(os.path.join(data_dir, "prep.json")) as f:
+  path = os.path.join(data_dir, "prep.json")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(
+        f"{path} not found: {data_dir!r} is not a prepared dataset; make one with "
+        "`bmdjax prepare --out=DIR ...` (`bmdjax prepare-landmarks` for the detector) and "
+        "pass --config.data.dir=DIR")
+  with open(path) as f:
     return json.load(f)
 
 

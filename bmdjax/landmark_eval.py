@@ -24,7 +24,7 @@ from absl import app, flags
 import numpy as np
 import pandas as pd
 
-from bmdjax import detector, landmark_metrics, plots
+from bmdjax import cli, detector, landmark_metrics, plots, runs
 from data_prep import build, dicom_io, landmark_checks, rois
 
 CONFIDENCE_BINS = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0)
@@ -49,13 +49,13 @@ def evaluate(workdir: str, dicom_dir: str, landmarks: str, out_dir: str | None =
              progress: bool = True, min_confidence: float | None = None) -> dict:
   """Detects every image of `landmarks` (or of `images`), writes the report
   to `out_dir` (default WORKDIR/landmark_report) and returns metrics.json."""
-  out_dir = out_dir or os.path.join(workdir, "landmark_report")
+  out_dir = out_dir or runs.path(workdir, runs.LANDMARK_REPORT)
   truth = build.load_landmarks(landmarks)
   names = list(truth) if images is None else list(images)
   missing = [n for n in names if n not in truth]
   if missing:
     raise ValueError(f"{landmarks} has no row for {len(missing)} image(s), e.g. {missing[0]}")
-  finder = detector.LandmarkDetector(workdir, checkpoint)
+  finder = detector.LandmarkDetector.from_workdir(workdir, checkpoint)
   found = finder.detect_files([os.path.join(dicom_dir, n) for n in names], min_confidence,
                               progress=progress)
   ok = [i for i, d in enumerate(found) if "error" not in d]
@@ -152,7 +152,7 @@ def define_flags():
   flags.DEFINE_string("out", None, "Report folder (default WORKDIR/landmark_report).")
   flags.DEFINE_integer("worst", 8, "Overlay PNGs of this many worst studies.")
   flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which checkpoint.")
-  flags.DEFINE_float("min_confidence", None, "Confidence below which a landmark flags its "
+  flags.DEFINE_float("min_landmark_confidence", None, "Confidence below which a landmark flags its "
                      "study (default: the detector config's checks.min_confidence).")
 
 
@@ -169,13 +169,12 @@ def main(argv):
       raise app.UsageError(f"{FLAGS.manifest} lists no image of split {FLAGS.split!r}")
   try:
     metrics = evaluate(FLAGS.workdir, FLAGS.dicom_dir, FLAGS.landmarks, FLAGS.out, images,
-                       FLAGS.worst, FLAGS.checkpoint, min_confidence=FLAGS.min_confidence)
+                       FLAGS.worst, FLAGS.checkpoint, min_confidence=FLAGS.min_landmark_confidence)
   except (FileNotFoundError, ValueError) as e:
     raise SystemExit(f"error: {e}") from None
   sys.stdout.write(render_tables(metrics))
-  print(f"\nreport written to {FLAGS.out or os.path.join(FLAGS.workdir, 'landmark_report')}")
+  print(f"\nreport written to {FLAGS.out or runs.path(FLAGS.workdir, runs.LANDMARK_REPORT)}")
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  cli.run(main, define_flags, doc=__doc__)

@@ -537,29 +537,6 @@ def evaluate_vertebrae(pairs_by_vertebra: dict, patient_ids=None,
 # ----------------------------------------------------------------------- CLI
 
 
-def _define_flags():
-  """Flags live here, not at import, so importing metrics defines none."""
-  from absl import flags
-  flags.DEFINE_string('predictions', None,
-                      'predictions.csv: patient_id,image,sex,age,'
-                      'true_L1..true_L4,pred_L1..pred_L4 (BMD in g/cm2).')
-  flags.DEFINE_string('out', None, 'Output folder for metrics.json, '
-                      'tables.md and the PNG figures.')
-  flags.DEFINE_string('reference', None, 'Young-adult reference CSV '
-                      '(sex,vertebra,mean,sd) for T-scores; default: the '
-                      'shipped Biology Direct 2025 table.')
-  flags.DEFINE_string('baseline_predictions', None, 'Optional predictions '
-                      'CSV of an age+sex-only model, same schema and rows.')
-  flags.DEFINE_integer('bootstrap', 1000, 'Patient-level bootstrap resamples '
-                       'for 95% intervals (0: none).')
-  flags.DEFINE_integer('seed', 0, 'Bootstrap seed.')
-  flags.DEFINE_string('age_bands', '40,50,60,70,90', 'Age band edges for the '
-                      'sex x age strata (Table V): 40,50,60 -> 40-50, 50-60.')
-  flags.DEFINE_string('title', '', 'Title of tables.md.')
-  flags.mark_flags_as_required(['predictions', 'out'])
-  return flags.FLAGS
-
-
 def parse_age_bands(text: str) -> tuple:
   """'40,50,60' -> ((40, 50), (50, 60)); edges must increase."""
   try:
@@ -573,30 +550,8 @@ def parse_age_bands(text: str) -> tuple:
   return tuple(zip(edges[:-1], edges[1:]))
 
 
-def main(argv):
-  """CLI entry (under absl app.run, after _define_flags)."""
-  from absl import flags
-  if len(argv) > 1:
-    raise SystemExit(f'unexpected arguments: {argv[1:]}')
-  from bmdjax import report  # late: report imports this module
-  from bmdjax import tscore
-  flags_ = flags.FLAGS
-  try:
-    preds = report.read_predictions(flags_.predictions)
-    baseline = (report.read_predictions(flags_.baseline_predictions)
-                if flags_.baseline_predictions else None)
-    ref = tscore.load_reference(flags_.reference) if flags_.reference else None
-    bands = parse_age_bands(flags_.age_bands)
-  except (OSError, ValueError) as e:  # bad input: a message, not a traceback
-    raise SystemExit(f'error: {e}') from e
-  result = report.write_report(
-      preds, flags_.out, reference=ref, age_bands=bands,
-      bootstrap=flags_.bootstrap, seed=flags_.seed,
-      baseline_predictions=baseline, title=flags_.title)
-  print(report.render_tables(result))
-
-
 if __name__ == '__main__':
-  from absl import app
-  _define_flags()
-  app.run(main)
+  # The command line is report.py's (it writes the report; this module only
+  # computes): `python -m bmdjax.metrics` runs it, without an import cycle.
+  import runpy
+  runpy.run_module('bmdjax.report', run_name='__main__', alter_sys=True)

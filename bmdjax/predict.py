@@ -28,7 +28,7 @@ implausible landmarks) is refused with the reason; the others are still
 predicted.
 
 Exit status: 0 when every study was predicted, 1 when any study was refused,
-flagged or failed (or on a usage error).
+flagged or failed, 2 on a usage error (bad flag, no such run).
 """
 
 from __future__ import annotations
@@ -41,12 +41,13 @@ import textwrap
 
 from absl import app, flags
 import jax
-import ml_collections
 import numpy as np
 import pydicom
 
-from bmdjax import inference, input_pipeline, tscore
-from data_prep import build, dicom_io, rois
+from bmdjax import cli, config_lib, inference, input_pipeline, runs, tscore
+from data_prep import dicom_io, rois
+from data_prep.crops import CropSpec, process_study
+from data_prep.labels import load_landmarks
 
 LANDMARKS_NEEDED = ("no landmarks: pass --landmark_workdir=W (a trained landmark detector, "
                     "bmdjax.train --config=configs/landmarks.py) or --landmarks=landmarks.csv "
@@ -79,22 +80,39 @@ def crop_size(run: dict, config, size: int | None = None) -> int:
 
 
 class Model:
-  """A trained run restored for screening: config, weights and target scaling."""
+  """A BMD model ready for screening: config, weights and target scaling.
 
-  def __init__(self, workdir: str, checkpoint: str = "best", size: int | None = None):
-    run = inference.load_run_info(workdir)
-    self.config = ml_collections.ConfigDict(run["config"])
-    self.scaler = inference.TargetScaler(run["target_stats"], self.config.target)
+  `Model.from_workdir` restores a trained run; the constructor takes the state
+  itself (e.g. freshly initialised weights, as bmdjax.benchmark times them).
+  """
+
+  def __init__(self, config, params, rest, target_stats: dict, crop_size: int, *,
+               graphdef=None, description: str | None = None, step: int | None = None):
+    self.config = config_lib.finalize(config)
+    self.scaler = inference.TargetScaler(target_stats, self.config.target)
     data = self.config.data
     grids = (data.grid,) if data.inputs == "patches" else ()
-    self.spec = build.CropSpec(size=crop_size(run, self.config, size), grids=grids)
-    graphdef, params, rest = inference.init_model_state(self.config)
-    self.params, self.rest, self.step = inference.restore_params(
-        workdir, params, rest, checkpoint)
+    self.spec = CropSpec(size=int(crop_size), grids=grids)
+    if graphdef is None:
+      graphdef, _, _ = inference.init_model_state(self.config)
+    self.params, self.rest, self.step = params, rest, step
     self._predict = inference.make_predict_fn(graphdef)
     self._example = input_pipeline.make_example_fn(self.config)
-    self.description = (f"{self.config.model.name} ({self.config.model.backbone}), target "
-                        f"{self.config.target}, {checkpoint} checkpoint (step {self.step})")
+    self.description = description or (
+        f"{self.config.model.name} ({self.config.model.backbone}), target "
+        f"{self.config.target}")
+
+  @classmethod
+  def from_workdir(cls, workdir: str, checkpoint: str = "best", size: int | None = None):
+    """The run trained in `workdir` (its run.json config, `checkpoint` weights)."""
+    run = runs.load_run_info(workdir)
+    config = config_lib.for_run(run["config"], where=workdir)
+    graphdef, params, rest = inference.init_model_state(config)
+    params, rest, step = runs.restore_params(workdir, params, rest, checkpoint)
+    return cls(config, params, rest, run["target_stats"], crop_size(run, config, size),
+               graphdef=graphdef, step=step,
+               description=(f"{config.model.name} ({config.model.backbone}), target "
+                            f"{config.target}, {checkpoint} checkpoint (step {step})"))
 
   def __call__(self, crops: dict) -> dict[str, float]:
     """Crops of one study (process_study output) -> BMD (g/cm2) per vertebra."""
@@ -236,6 +254,8 @@ def predict_studies(workdir: str, paths, landmarks=None, sex=None, checkpoint: s
                     min_landmark_confidence: float | None = None) -> list[dict]:
   """Predicts each study; one dict per path, in order.
 
+  `workdir`: a trained run's workdir, or a `Model`.
+
   `landmarks`: path of a landmarks.csv or a dict image -> [16, 2]; without
   it, `landmark_workdir` (a trained detector) places them, and a study whose
   detection fails the plausibility checks comes back "flagged" without BMD
@@ -251,13 +271,14 @@ def predict_studies(workdir: str, paths, landmarks=None, sex=None, checkpoint: s
   paths = [os.fspath(p) for p in paths]
   sexes = _sex_list(sex, len(paths))
   ref = tscore.load_reference(reference)
-  table = build.load_landmarks(landmarks) if isinstance(landmarks, (str, os.PathLike)) \
+  table = load_landmarks(landmarks) if isinstance(landmarks, (str, os.PathLike)) \
       else landmarks
-  model = Model(workdir, checkpoint, size)
+  model = workdir if isinstance(workdir, Model) else Model.from_workdir(workdir, checkpoint,
+                                                                        size)
   finder = None
   if table is None and landmark_workdir:
     from bmdjax import detector  # pylint: disable=import-outside-toplevel
-    finder = detector.LandmarkDetector(landmark_workdir)
+    finder = detector.LandmarkDetector.from_workdir(landmark_workdir)
   if out_dir:
     os.makedirs(out_dir, exist_ok=True)
   results, used = [], set()
@@ -286,7 +307,7 @@ def predict_studies(workdir: str, paths, landmarks=None, sex=None, checkpoint: s
         if why:
           raise dicom_io.StudyError(path, why)
         result["landmarks"] = {"source": "given", "points": np.round(lm, 2).tolist()}
-      crops = build.process_study(path, lm, model.spec, radiograph=radiograph)
+      crops = process_study(path, lm, model.spec, radiograph=radiograph)
       # From the header, else estimated from the landmarks (dicom_io.SPACING_SOURCES).
       mm = float(crops["pixel_spacing"])
       result["pixel_spacing"] = {"mm": round(mm, 4) if np.isfinite(mm) else None,
@@ -362,14 +383,7 @@ def define_flags():
   flags.DEFINE_string("landmarks", None, "landmarks.csv: image,x0,y0,...,x15,y15 in "
                       "pixels; `image` matches the end of each study's path. Without it "
                       "--landmark_workdir detects them.")
-  flags.DEFINE_string("landmark_workdir", None, "Workdir of a trained landmark detector "
-                      "(bmdjax.train --config=configs/landmarks.py), used when "
-                      "--landmarks is not given.")
-  flags.DEFINE_bool("keep_flagged", False, "Predict BMD even when the detected landmarks "
-                    "fail the plausibility checks (the flags are still reported).")
-  flags.DEFINE_float("min_landmark_confidence", None, "Detected landmarks with a lower "
-                     "confidence flag their study (default: the detector config's "
-                     "checks.min_confidence).")
+  cli.define_detector_flags()
   flags.DEFINE_list("sex", None, "F or M for every study, or one per study "
                     "(default: PatientSex from the DICOM header). T-scores need it.")
   flags.DEFINE_bool("json", False, "Print a JSON list (one object per study, status "
@@ -408,5 +422,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  cli.run(main, define_flags, doc=__doc__)

@@ -1,9 +1,9 @@
 r"""Parameter counts per model component, computed without allocating weights.
 
-  python -m bmdjax.summary --config=configs/attmulroi.py
-  python -m bmdjax.summary --config=configs/attmulroi.py:backbone=resnet50 --json
+  python -m bmdjax.summary --config=attmulroi
+  python -m bmdjax.summary --config=attmulroi:backbone=resnet50 --json
   python -m bmdjax.summary --all      # markdown table, every model x backbone
-  python -m bmdjax.summary --config=configs/landmarks.py   # the landmark detector
+  python -m bmdjax.summary --config=landmarks   # the landmark detector
 
 Components: backbone, projection (only when the backbone's feature size differs
 from the transformer width), transformer (with bmd token and position
@@ -17,7 +17,7 @@ from absl import app, flags
 from flax import nnx
 from ml_collections import config_flags
 
-from bmdjax import models
+from bmdjax import cli, config_lib, models
 
 COMPONENTS = ("backbone", "projection", "transformer", "local_regressors",
               "global_regressor")
@@ -59,15 +59,14 @@ def format_table(counts: dict[str, int]) -> str:
 
 def all_variants_table() -> str:
   """Markdown table of every BMD model with every backbone."""
-  from configs import common  # pylint: disable=import-outside-toplevel
   titles = ["backbone params"] + [c.replace("_", " ") for c in COMPONENTS[1:]]
   head = ("| model | backbone | " + " | ".join(titles) + " | total |\n|" +
           "---|" * (len(COMPONENTS) + 3))
   rows = [head]
-  for name in common.MODEL_INPUTS:
+  for name in (n for n in models.MODELS if n != "landmarks"):
     for backbone in models.BACKBONES:
       counts = component_counts(
-          common.get_config(name, f"backbone={backbone}").model)
+          config_lib.finalize(config_lib.load(f"{name}:backbone={backbone}")).model)
       cells = [f"{counts[c]:,}" if c in counts else "-" for c in COMPONENTS]
       rows.append(f"| {name} | {backbone} | " + " | ".join(cells) +
                   f" | {counts['total']:,} |")
@@ -81,6 +80,10 @@ def main(argv):
     return
   if FLAGS.config is None:
     raise app.UsageError("give --config=configs/<model>.py[:args] or --all")
+  try:
+    config_lib.finalize(FLAGS.config)
+  except config_lib.ConfigError as e:
+    cli.exit_usage(e)
   counts = component_counts(FLAGS.config.model)
   if FLAGS.json:
     print(json.dumps(counts, indent=2))
@@ -96,5 +99,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  _define_flags()
-  app.run(main)
+  cli.run(main, _define_flags, doc=__doc__)

@@ -36,6 +36,8 @@ def _new_rest(model):
 
 def masked_mse(pred, target, mask):
   """Mean squared error over the present labels only (missing BMD -> mask 0)."""
+  if pred.shape != target.shape:  # broadcasting would hide a model of the wrong width
+    raise ValueError(f"predictions {pred.shape} and labels {target.shape} differ in shape")
   err = jnp.square(pred - target) * mask
   return jnp.sum(err) / jnp.maximum(jnp.sum(mask), 1.0)
 
@@ -54,8 +56,8 @@ def bmd_loss_fn(graphdef, config, scaler):
     metrics = {"mse_global": mse_global}
     loss = mse_global
     if "local" in out:  # [B, K+1, T]: one regressor per transformer output token
-      mse_local = masked_mse(out["local"], y[:, None], jnp.broadcast_to(
-          mask[:, None], out["local"].shape))
+      per_token = lambda a: jnp.broadcast_to(a[:, None], out["local"].shape)
+      mse_local = masked_mse(out["local"], per_token(y), per_token(mask))
       loss = loss + config.loss_local_weight * mse_local
       metrics["mse_local"] = mse_local
     metrics["loss"] = loss
@@ -77,6 +79,9 @@ class BmdTask:
       raise ValueError(f"{config.data.dir} was prepared for the {prep['task']} task; "
                        "BMD models need a dataset made by data_prep.build")
     self.scaler = inference.TargetScaler(prep["target_stats"], config.target)
+    if config.model.num_outputs != len(self.scaler.names):
+      raise ValueError(f"model.num_outputs={config.model.num_outputs} but target "
+                       f"{config.target} has {len(self.scaler.names)} label columns")
     self.run_info = {"target_stats": prep["target_stats"]}
     self.example_fn = input_pipeline.make_example_fn(config)
 

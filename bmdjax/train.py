@@ -1,10 +1,10 @@
 r"""Trains a BMD model or the landmark detector on a prepared dataset, on
 1..N devices and hosts.
 
-  python -m bmdjax.train --config=configs/attmulroi.py:demo --workdir=runs/demo
-  python -m bmdjax.train --config=configs/attmulroi.py:target=L2 --workdir=W \
+  python -m bmdjax.train --config=attmulroi:demo --workdir=runs/demo
+  python -m bmdjax.train --config=attmulroi:target=L2 --workdir=W \
       --config.data.dir=PREPARED --config.optim.lr=1e-4
-  python -m bmdjax.train --config=configs/landmarks.py:demo --workdir=runs/lm \
+  python -m bmdjax.train --config=landmarks:demo --workdir=runs/lm \
       --config.data.dir=LANDMARKS_PREPARED
 
 What differs between the two (inputs, loss and augmentation, validation
@@ -28,23 +28,23 @@ aside and the previous one is used.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import sys
 import time
 
 from absl import app, flags, logging
-import grain
 import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
 from ml_collections import config_flags
 import optax
-import orbax.checkpoint as ocp
 from tqdm import tqdm
 
-from bmdjax import distributed, inference, input_pipeline, preemption, tasks
+from bmdjax import cli, config_lib, distributed, inference, input_pipeline, preemption, runs, tasks
+# Checkpointing lives in bmdjax.runs; these names are kept for callers.
+from bmdjax.runs import (all_finite, restore_checkpoint, restore_latest_good,  # noqa: F401
+                         save_checkpoint, saved_process_count)
 
 FLAGS = flags.FLAGS
 
@@ -95,11 +95,6 @@ def make_train_step(loss_fn, tx, seed: int):
   return train_step
 
 
-@jax.jit
-def all_finite(tree):
-  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
-
-
 def jit_train_step(train_step, mesh):
   """`train_step` jitted on `mesh`: the batch split over the `data` axis, the
   state replicated and donated (updated in place, no second copy of the
@@ -109,96 +104,20 @@ def jit_train_step(train_step, mesh):
                  out_shardings=(replicated, replicated), donate_argnums=(0,))
 
 
-def save_checkpoint(mngr, state, data_iter, force=False):
-  mngr.save(int(state["step"]), args=ocp.args.Composite(
-      model=ocp.args.PyTreeSave({"params": state["params"], "rest": state["rest"]}),
-      opt=ocp.args.PyTreeSave({"opt": state["opt"], "step": state["step"]}),
-      data=grain.checkpoint.CheckpointSave(data_iter)), force=force)
-
-
-def saved_process_count(mngr, step: int) -> int | None:
-  """How many processes wrote the data-iterator state of checkpoint `step`."""
-  names = glob.glob(os.path.join(str(mngr.directory), str(step), "data", "process_*-of-*.json"))
-  counts = {int(n.rsplit("-of-", 1)[1][:-len(".json")]) for n in names}
-  return counts.pop() if len(counts) == 1 else None
-
-
-def restore_checkpoint(mngr, state, data_iter, step: int | None = None):
-  """Restores checkpoint `step` (default: the latest) into the shardings of
-  `state` (the current mesh), whatever the number of devices it was saved
-  from: the state is replicated plain arrays. The data iterator's state is one
-  file per process; if the process count changed, the iterator is instead set
-  to the position the step implies, which `input_pipeline.train_dataset` makes
-  the same in every topology: exact as long as batch_size and shuffle_seed are
-  unchanged."""
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-  step = mngr.latest_step() if step is None else step
-  def target(tree):  # restore_args: the shardings asked for, not the ones saved
-    return ocp.args.PyTreeRestore(
-        tree, restore_args=ocp.checkpoint_utils.construct_restore_args(tree))
-  items = dict(model=target({"params": abstract["params"], "rest": abstract["rest"]}),
-               opt=target({"opt": abstract["opt"], "step": abstract["step"]}))
-  saved_by = saved_process_count(mngr, step)
-  if saved_by == jax.process_count():
-    items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
-  restored = mngr.restore(step, args=ocp.args.Composite(**items))
-  state = {**restored["model"], **restored["opt"]}
-  if int(state["step"]) != step:
-    raise ValueError(f"holds step {int(state['step'])}, not {step}")
-  if not bool(all_finite(state["params"])):
-    raise ValueError("holds non-finite parameters")
-  if saved_by != jax.process_count():
-    logging.warning(
-        "checkpoint %d was written by %s processes, this run has %d: model and optimizer "
-        "restored; the data order continues from step %d as the step implies (exact if "
-        "batch_size and input.shuffle_seed are unchanged)", step, saved_by,
-        jax.process_count(), int(state["step"]))
-    data_iter.seek(int(state["step"]))
-  return state
-
-
-def restore_latest_good(mngr, state, data_iter):
-  """Restores the newest checkpoint that reads back whole and finite.
-
-  A checkpoint broken by a full disk, a bad node or a hand edit is moved aside
-  (to `corrupt_<step>_<n>`, which orbax ignores) with a warning, and the one
-  before it is tried: losing a few hundred steps beats losing the run or
-  training on garbage. Raises if none is usable, rather than silently
-  starting over.
-  """
-  tried = []
-  for step in sorted(mngr.all_steps(), reverse=True):
-    try:
-      return restore_checkpoint(mngr, state, data_iter, step)
-    except Exception as e:  # orbax/tensorstore raise many types for bad bytes
-      reason = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
-      tried.append(f"{step} ({reason})")
-      aside = _move_aside(mngr, step)
-      logging.warning("checkpoint %d in %s cannot be restored (%s); moved it to %s and "
-                      "falling back to the previous checkpoint", step, mngr.directory,
-                      reason, aside)
-  raise RuntimeError(
-      f"no checkpoint in {mngr.directory} could be restored: {'; '.join(tried)}. The broken "
-      "ones were moved aside as corrupt_*; remove the folder to start the run over.")
-
-
-def _move_aside(mngr, step: int) -> str:
-  directory = str(mngr.directory)
-  aside = os.path.join(directory, f"corrupt_{step}")
-  n = 0
-  while os.path.exists(f"{aside}_{n}"):
-    n += 1
-  aside = f"{aside}_{n}"
-  if jax.process_index() == 0:
-    os.rename(os.path.join(directory, str(step)), aside)
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    multihost_utils.sync_global_devices(f"corrupt checkpoint {step} moved aside")
-  mngr.reload()
-  return aside
-
-
 # ----------------------------------------------------------------- train
+
+
+def check_resumable(workdir: str, config) -> None:
+  """A workdir holding a run may only be resumed with a config that builds the
+  same network: restoring weights into another one would fail deep in orbax,
+  or worse, succeed (same shapes, another target)."""
+  if not os.path.isfile(runs.path(workdir, runs.RUN_JSON)):
+    return
+  diffs = config_lib.model_differences(runs.load_run_info(workdir)["config"], config)
+  if diffs:
+    raise config_lib.ConfigError(
+        f"{workdir} holds a run trained with another model config ({'; '.join(diffs)}); "
+        "use a new --workdir, or the run's config to resume it")
 
 
 def train_and_evaluate(config, workdir: str, stop_after_steps: int | None = None,
@@ -208,6 +127,8 @@ def train_and_evaluate(config, workdir: str, stop_after_steps: int | None = None
   `devices`: the devices to train on (default: all devices of all processes).
   """
   workdir = os.path.abspath(workdir)
+  config_lib.finalize(config)
+  check_resumable(workdir, config)
   os.makedirs(workdir, exist_ok=True)
   is_chief = jax.process_index() == 0
 
@@ -238,18 +159,14 @@ def train_and_evaluate(config, workdir: str, stop_after_steps: int | None = None
   state = jax.device_put(state, replicated)
 
   # --- checkpoint
-  mngr = ocp.CheckpointManager(
-      os.path.join(workdir, "checkpoints"),
-      options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, create=True))
-  best_mngr = ocp.CheckpointManager(
-      os.path.join(workdir, "best"), options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
+  mngr = runs.checkpoint_manager(workdir, config.keep_checkpoints)
+  best_mngr = runs.best_manager(workdir)
   if mngr.all_steps():
     state = restore_latest_good(mngr, state, train_iter)
     logging.info("resumed from step %d", int(state["step"]))
   if is_chief:
-    inference.save_run_info(workdir, config, task.run_info)
-  best_path = os.path.join(workdir, "best.json")
-  best = json.load(open(best_path)) if os.path.exists(best_path) else None
+    runs.save_run_info(workdir, config, task.run_info)
+  best = runs.load_best_summary(workdir)
 
   # --- step
   loss_fn = task.make_loss_fn(graphdef)
@@ -266,7 +183,7 @@ def train_and_evaluate(config, workdir: str, stop_after_steps: int | None = None
   writer = None
   if is_chief:
     from tensorboardX import SummaryWriter
-    writer = SummaryWriter(os.path.join(workdir, "tb"))
+    writer = SummaryWriter(runs.path(workdir, runs.TENSORBOARD))
   step = int(state["step"])
   end = total_steps if stop_after_steps is None else min(total_steps, stop_after_steps)
   bar = tqdm(total=total_steps, initial=step, disable=not is_chief, desc="train",
@@ -327,12 +244,7 @@ def train_and_evaluate(config, workdir: str, stop_after_steps: int | None = None
         tqdm.write(f"epoch {val['epoch']}: validation {task.describe(val)}")
         if best is None or val[task.score_key] < best[task.score_key]:
           best = val
-          best_mngr.save(step, args=ocp.args.Composite(model=ocp.args.PyTreeSave(
-              {"params": state["params"], "rest": state["rest"]})), force=True)
-          best_mngr.wait_until_finished()
-          if is_chief:
-            with open(best_path, "w") as f:
-              json.dump(best, f, indent=2)
+          runs.save_best(best_mngr, workdir, state, best, write_json=is_chief)
       stop_now = stop_request.should_stop(sync_point=log_step)
       if step % config.checkpoint_every_steps == 0 or step == end or stop_now:
         check_finite(step)
@@ -358,10 +270,17 @@ def main(argv):
   if not FLAGS.workdir:
     raise app.UsageError("--workdir is required")
   config = FLAGS.config
+  try:
+    config_lib.finalize(config)
+  except config_lib.ConfigError as e:
+    cli.exit_usage(e)
   if not config.data.dir:
     raise app.UsageError("set --config.data.dir to a folder prepared by data_prep.build "
                          "(data_prep.build_landmarks for configs/landmarks.py)")
-  out = train_and_evaluate(config, FLAGS.workdir, FLAGS.stop_after_steps)
+  try:
+    out = train_and_evaluate(config, FLAGS.workdir, FLAGS.stop_after_steps)
+  except config_lib.ConfigError as e:
+    cli.exit_usage(e)
   if out["preempted"]:
     # The checkpoint is complete, but the run is not: exit with the shell's status
     # for the signal (143 for SIGTERM), so that `set -e` scripts do not go on to
@@ -375,7 +294,8 @@ def define_flags():
   """Defined on demand so that importing this module (tests, other
   entry points) does not claim the --config flag."""
   config_flags.DEFINE_config_file(
-      "config", None, "Model config file, e.g. configs/attmulroi.py:demo,target=L2.",
+      "config", None, "Model config: a name (attmulroi:demo,target=L2; "
+      "the files of configs/) or a config file (path/to/config.py:args).",
       lock_config=True)
   flags.DEFINE_string("workdir", None, "Checkpoints, TensorBoard logs and reports go here.")
   flags.DEFINE_integer("stop_after_steps", None,
@@ -385,5 +305,4 @@ def define_flags():
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  cli.run(main, define_flags, doc=__doc__)

@@ -7,8 +7,7 @@ be overridden on the command line with `--config.optim.lr=...`.
 
 import ml_collections
 
-VERTEBRAE = ("L1", "L2", "L3", "L4")
-COMPUTE_DTYPES = ("float32", "bfloat16")
+from bmdjax.config_lib import COMPUTE_DTYPES, TARGETS, VERTEBRAE  # noqa: F401
 # What each model reads from the prepared dataset.
 MODEL_INPUTS = {
     "baseline": "whole",
@@ -47,7 +46,7 @@ def get_config(model_name, arg=None):
   """The full configuration of `model_name` for argument string `arg`."""
   a = parse_arg(arg, demo=False, backbone="vgg16", target="L1", grid=3,
                 width=1.0, dtype="float32")
-  if a.target not in VERTEBRAE + ("all",):
+  if a.target not in TARGETS:
     raise ValueError(f"target must be one of L1..L4 or all, got {a.target!r}")
   if a.dtype not in COMPUTE_DTYPES:
     raise ValueError(f"dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {a.dtype!r}")
@@ -67,9 +66,10 @@ def get_config(model_name, arg=None):
   c.model.name = model_name
   c.model.backbone = a.backbone
   c.model.width = a.width  # channel multiplier of the backbone (tests, demo)
-  c.model.num_inputs = {"whole": 1, "patches": a.grid * a.grid,
-                        "rois": 15}[c.data.inputs]
-  c.model.num_outputs = 4 if a.target == "all" else 1
+  # Derived after every override by bmdjax.config_lib.finalize (from data.inputs,
+  # data.grid and target): leave unset.
+  c.model.num_inputs = None
+  c.model.num_outputs = None
   c.model.transformer = ml_collections.ConfigDict(
       dict(depth=6, dim=512, heads=6, head_dim=64, mlp_dim=512))
   c.model.regressor_hidden = 256

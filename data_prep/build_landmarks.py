@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import tensorflow_datasets as tfds
 
-from data_prep import build, dicom_io, landmark_checks, rois
+from data_prep import build, crops, dicom_io, landmark_checks, rois
 
 DATASET_NAME = "cxr_landmarks"
 VERSION = "1.0.0"
@@ -39,14 +39,14 @@ def prepare_image(radiograph: dicom_io.Radiograph, size: int) -> np.ndarray:
 
   Training records and detection (bmdjax.detector) both go through here.
   """
-  return build._to_uint16(rois.whole_image(radiograph.image, size))  # pylint: disable=protected-access
+  return crops.to_uint16(rois.whole_image(radiograph.image, size))
 
 
 def process_study(path: str, landmarks: np.ndarray, size: int) -> dict:
   """DICOM + landmarks -> record fields; raises dicom_io.StudyError on failure."""
   radiograph = dicom_io.read_radiograph(path)
   shape = radiograph.image.shape
-  problem = build._check_landmarks(landmarks, shape)  # pylint: disable=protected-access
+  problem = crops.check_landmarks(landmarks, shape)
   if problem:
     raise dicom_io.StudyError(path, problem)
   flags_ = landmark_checks.check_landmarks(landmarks, shape,
@@ -89,6 +89,9 @@ class CxrLandmarks(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     self._studies, self._size, self._workers = studies, size, workers
     self.outcomes: dict[int, str] = {}  # study index -> '' (ok) or the reason
     super().__init__(**kwargs)
+
+  _log_download_bytes = build.BmdCxr._log_download_bytes  # quiet, as build.BmdCxr
+  _log_download_done = build.BmdCxr._log_download_done
 
   def _info(self):
     return tfds.core.DatasetInfo(

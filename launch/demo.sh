@@ -7,27 +7,25 @@ set -euo pipefail
 OUT=${OUT:-demo_out}
 PATIENTS=${PATIENTS:-1000}
 TARGET=${TARGET:-L1}
-CONFIG="configs/attmulroi.py:demo,target=${TARGET}"
+CONFIG="attmulroi:demo,target=${TARGET}"
 start=$(date +%s)
 cd "$(dirname "$0")/.."
 
 if [ ! -f "$OUT/cohort/cohort.json" ]; then
   echo "== 1/4 synthesising $PATIENTS patients into $OUT/cohort"
-  python -m data_prep.synthesize --out="$OUT/cohort" --patients="$PATIENTS" --seed=0 \
+  bmdjax synthesize --out="$OUT/cohort" --patients="$PATIENTS" --seed=0 \
     --spacing_mm=1.0,1.2
 fi
 if [ ! -f "$OUT/prepared/prep.json" ]; then
   echo "== 2/4 preparing crops into $OUT/prepared"
   rm -rf "$OUT/prepared"
-  python -m data_prep.build --dicom_dir="$OUT/cohort/dicom" --labels="$OUT/cohort/labels.csv" \
+  bmdjax prepare --dicom_dir="$OUT/cohort/dicom" --labels="$OUT/cohort/labels.csv" \
     --landmarks="$OUT/cohort/landmarks.csv" --out="$OUT/prepared" --size=32 --grids=3
 fi
 echo "== 3/4 training $CONFIG (TensorBoard: tensorboard --logdir $OUT/run/tb)"
-python -m bmdjax.train --config="$CONFIG" --workdir="$OUT/run" --config.data.dir="$OUT/prepared" \
-  --verbosity=-1
+bmdjax train --config="$CONFIG" --workdir="$OUT/run" --config.data.dir="$OUT/prepared"
 echo "== 4/4 evaluating on the test split"
-python -m bmdjax.evaluate --config="$CONFIG" --workdir="$OUT/run" \
-  --config.data.dir="$OUT/prepared" --split=test --verbosity=-1
+bmdjax evaluate --workdir="$OUT/run" --split=test
 python - "$OUT" "$TARGET" <<'PY'
 import json, sys
 out, target = sys.argv[1], sys.argv[2]

@@ -11,6 +11,7 @@ from flax import nnx
 
 from bmdjax import models
 from bmdjax.models import backbones
+from bmdjax.config_lib import finalize
 from configs import common
 
 # torchvision totals minus the classifier (VGG classifier.*, ResNet fc.*).
@@ -74,7 +75,7 @@ def abstract_backbone(name, width=1.0):
 @pytest.mark.parametrize("name", sorted(TORCHVISION_FEATURE_PARAMS))
 def test_full_size_counts_with_baseline(name):
   model = nnx.eval_shape(lambda: models.build(
-      common.get_config("baseline", f"backbone={name}").model, rngs=nnx.Rngs(0)))
+      finalize(common.get_config("baseline", f"backbone={name}")).model, rngs=nnx.Rngs(0)))
   features = 2048 if name in ("resnet50", "resnet101") else 512
   assert model.backbone.num_features == features
   assert models.count_params(model.backbone) == TORCHVISION_FEATURE_PARAMS[name]

@@ -190,7 +190,7 @@ def test_predict_reports_every_fault(fault_cohort, tiny_run, monkeypatch):
   def spy(path, *args, **kwargs):  # what the model is shown, per study
     crops[os.path.basename(path)] = result = process(path, *args, **kwargs)
     return result
-  monkeypatch.setattr(build, "process_study", spy)
+  monkeypatch.setattr(predict, "process_study", spy)
   paths = [str(out / "dicom" / n) for n in [*good, *expected]]
   results = predict.predict_studies(str(workdir), paths, str(out / "landmarks.csv"))
   by_name = {os.path.basename(r["study"]): r for r in results}
@@ -225,7 +225,7 @@ def test_predict_goes_on_after_an_unexpected_error(fault_cohort, tiny_run, monke
     if path.endswith(good[0]):
       raise RuntimeError("simulated failure")
     return process(path, *args, **kwargs)
-  monkeypatch.setattr(build, "process_study", flaky)
+  monkeypatch.setattr(predict, "process_study", flaky)
   paths = [str(out / "dicom" / n) for n in good]
   first, *rest = predict.predict_studies(str(workdir), paths, str(out / "landmarks.csv"))
   assert first["status"] == "error" and "bmd" not in first

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bmdjax import detector, inference, input_pipeline, landmark_eval, predict, tasks
+from bmdjax import detector, inference, input_pipeline, landmark_eval, predict, prepare, tasks
 from data_prep import build, build_landmarks, dicom_io, rois, synthesize
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -67,7 +67,7 @@ def test_a_bmd_dataset_is_refused_by_the_landmark_task(tiny_detector, prepared_d
 def test_detection_equals_the_validation_predictions(tiny_detector, cohort_dir):
   """Detection on a DICOM (build, predict, eval) sees what training saw."""
   config, workdir, _ = tiny_detector
-  finder = detector.LandmarkDetector(str(workdir))
+  finder = detector.LandmarkDetector.from_workdir(str(workdir))
   source = input_pipeline.open_split(config.data.dir, "validation")
   mesh = jax.make_mesh((jax.device_count(),), ("data",),
                        axis_types=(jax.sharding.AxisType.Auto,))
@@ -88,9 +88,9 @@ def test_detection_equals_the_validation_predictions(tiny_detector, cohort_dir):
 def test_a_bmd_run_or_nothing_is_not_a_detector(tiny_run, tmp_path):
   _, workdir, _ = tiny_run
   with pytest.raises(ValueError, match="not a landmark detector"):
-    detector.LandmarkDetector(str(workdir))
+    detector.LandmarkDetector.from_workdir(str(workdir))
   with pytest.raises(FileNotFoundError, match="run.json"):
-    detector.LandmarkDetector(str(tmp_path))
+    detector.LandmarkDetector.from_workdir(str(tmp_path))
 
 
 def test_landmark_eval_writes_its_report(tiny_detector, cohort_dir, tmp_path):
@@ -135,7 +135,7 @@ def test_build_with_the_detector_flags_and_keeps_what_it_is_told(tiny_detector, 
   args = (str(tmp / "dicom"), str(tmp / "labels.csv"), None)
   # The command line (it once imported itself twice through the detector).
   proc = subprocess.run(
-      [sys.executable, "-m", "data_prep.build", f"--dicom_dir={args[0]}",
+      [sys.executable, "-m", "bmdjax.prepare", f"--dicom_dir={args[0]}",
        f"--labels={args[1]}", f"--landmark_workdir={workdir}", "--keep_flagged",
        f"--out={tmp / 'kept'}", "--size=16", "--grids=", "--workers=1"],
       cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -155,12 +155,12 @@ def test_build_with_the_detector_flags_and_keeps_what_it_is_told(tiny_detector, 
   # By default flagged studies are set aside, never cropped silently.
   if flagged.all():
     with pytest.raises(SystemExit, match="keep_flagged"):
-      build.build(*args, str(tmp / "strict"), size=16, grids=(), workers=1,
-                  landmark_workdir=str(workdir))
+      prepare.prepare(*args, str(tmp / "strict"), size=16, grids=(), workers=1,
+                      landmark_workdir=str(workdir))
     manifest = None
   else:
-    build.build(*args, str(tmp / "strict"), size=16, grids=(), workers=1,
-                landmark_workdir=str(workdir))
+    prepare.prepare(*args, str(tmp / "strict"), size=16, grids=(), workers=1,
+                    landmark_workdir=str(workdir))
     manifest = pd.read_csv(tmp / "strict" / "manifest.csv").set_index("image")
     for image, flags in zip(detected.image, detected["flags"].fillna("")):
       assert manifest.loc[image, "status"] == ("flagged" if flags else "ok")

@@ -11,6 +11,7 @@ from scipy.special import erf
 
 from bmdjax import models, pretrained
 from bmdjax.models.transformer import TransformerEncoder
+from bmdjax.config_lib import finalize
 from configs import common
 from tests.test_backbones import output_shape, randomize, run
 
@@ -27,7 +28,7 @@ FULL_SIZE = {
 
 def tiny_config(model_name, arg="demo", **overrides):
   """A demo-width config with a smaller transformer; overrides go to config.model."""
-  c = common.get_config(model_name, arg).model
+  c = finalize(common.get_config(model_name, arg)).model
   c.transformer = dict(depth=2, dim=32, heads=2, head_dim=8, mlp_dim=48)
   c.regressor_hidden = 16
   c.update(overrides)
@@ -40,7 +41,7 @@ def abstract(config):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_full_size_parameter_counts(name):
-  model = abstract(common.get_config(name).model)
+  model = abstract(finalize(common.get_config(name)).model)
   assert models.count_params(model) == FULL_SIZE[name]
 
 

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from bmdjax import summary
+from bmdjax.config_lib import finalize
 from configs import common
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -19,12 +20,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ("mulroi", {"backbone": 14_714_688, "global_regressor": 1_966_593}),
 ])
 def test_component_counts_add_up(name, parts):
-  counts = summary.component_counts(common.get_config(name).model)
+  counts = summary.component_counts(finalize(common.get_config(name)).model)
   assert counts == {**parts, "total": sum(parts.values())}
 
 
 def test_counting_ignores_backbone_init():
-  config = common.get_config("baseline", "demo").model
+  config = finalize(common.get_config("baseline", "demo")).model
   config.backbone_init = "/nonexistent/weights.npz"  # never read
   counts = summary.component_counts(config)
   assert counts["total"] == counts["backbone"] + counts["global_regressor"]

@@ -4,9 +4,9 @@ import jax
 import numpy as np
 from flax import nnx
 
+from bmdjax.config_lib import COMPUTE_DTYPES
 from bmdjax.models.backbones import BACKBONES
 from bmdjax.models.bmd import AttentiveFusion, ConcatFusion
-from configs.common import COMPUTE_DTYPES
 from bmdjax.models.landmarks import HeatmapGraphDetector
 
 MODELS = {
@@ -33,6 +33,9 @@ def build(model_config, *, rngs: nnx.Rngs) -> nnx.Module:
     return cls(width=c.width, levels=c.levels, graph_dim=c.graph_dim,
                graph_layers=c.graph_layers, heatmap_sigma=c.heatmap_sigma,
                dtype=c.dtype, rngs=rngs)
+  if c.num_inputs is None or c.num_outputs is None:
+    raise ValueError("model.num_inputs/num_outputs are unset: pass the config through "
+                     "bmdjax.config_lib.finalize first (every entry point does)")
   kwargs = dict(backbone=c.backbone, num_inputs=c.num_inputs,
                 num_outputs=c.num_outputs, width=c.width,
                 regressor_hidden=c.regressor_hidden, dtype=c.dtype)

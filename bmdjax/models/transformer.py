@@ -1,6 +1,6 @@
 """Pre-LN transformer encoder with a learnable bmd token (paper Eq. 1-8).
 
-ViT-style, as in DESIGN.md: LayerNorm eps 1e-5 before attention and MLP,
+ViT-style, as in docs/design.md: LayerNorm eps 1e-5 before attention and MLP,
 residuals after, qkv without bias, exact (erf) GELU, no final norm. Attention is
 written out (einsum, softmax in float32) so it is easy to check against numpy.
 """

@@ -1,0 +1,147 @@
+"""What every command line shares: exit statuses and how usage errors end."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+
+# Exit statuses: 0 done; 1 the command ran but some input (a study) was refused
+# or failed; 2 a usage error (bad flag, config or path): nothing was done.
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+
+
+def print_and_exit(text: str, status: int) -> None:
+  try:
+    print(text)
+    sys.stdout.flush()
+  except BrokenPipeError:  # `bmdjax --help | head`
+    pass
+  sys.exit(status)
+
+
+def exit_usage(error) -> None:
+  """Ends the command with a one-line message on stderr and status 2, no
+  traceback: the user has something to fix, not a bug to report."""
+  print(f"error: {one_line(error)}", file=sys.stderr)
+  sys.exit(EXIT_USAGE)
+
+
+def one_line(error) -> str:
+  """The message of `error` on one line; of a traceback quoted in it (config
+  files are parsed under one), only the closing `Type: message` line."""
+  text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+  if "Traceback (most recent call last)" in text:
+    head, _, trace = text.partition("Traceback (most recent call last)")
+    last = [l for l in trace.strip().splitlines() if l.strip()][-1]
+    text = f"{head.strip()} {last.strip()}"
+  text = re.sub(r"'{2,}", "'", text.replace("\\n", " ").replace("\\'", "'"))
+  if "Did you mean" in text:  # ml_collections' KeyError of a mistyped field
+    text = re.sub(r"'([\w.]+)' Did you mean", r"no config field '\1'; did you mean",
+                  text.rstrip("'"))
+  return " ".join(text.split())
+
+
+def define_detector_flags():
+  """The trained landmark detector's flags, shared by `prepare` and `predict`."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  flags.DEFINE_string("landmark_workdir", None, "Workdir of a trained landmark detector "
+                      "(bmdjax train --config=landmarks); places the landmarks when "
+                      "--landmarks is not given.")
+  flags.DEFINE_bool("keep_flagged", False, "Use studies whose detected landmarks fail the "
+                    "plausibility checks too (their flags are still reported); by default "
+                    "they are set aside as `flagged`.")
+  flags.DEFINE_float("min_landmark_confidence", None, "Detected landmarks with a lower "
+                     "confidence flag their study (default: the detector config's "
+                     "checks.min_confidence).")
+
+
+HELP_FLAGS = ("--help", "-help", "-h", "--helpshort", "-?", "--helpfull")
+
+
+def _help_text(doc: str | None, prog: str) -> str:
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  out = [(doc or "").strip(), "", f"flags of {prog}:"]
+  for module, defined in sorted(flags.FLAGS.flags_by_module_dict().items()):
+    # absl names a module run as __main__ by its file path.
+    ours = module.startswith(("bmdjax", "data_prep", "__main__")) or any(
+        f"{os.sep}{p}{os.sep}" in module for p in ("bmdjax", "data_prep"))
+    if not ours or not defined:
+      continue  # the libraries' own flags (grain, array_record, absl)
+    out.append(flags.FLAGS.module_help(module).split("\n", 1)[-1])
+  out += ["", "  --verbosity: 0 also shows INFO logs (of orbax, TFDS, ...), 1 DEBUG; "
+          "default: warnings only", "",
+          "Exit status: 0 done; 1 some study refused or failed; 2 usage error."]
+  return "\n".join(out)
+
+
+def _resolve_configs(args: list[str]) -> list[str]:
+  """--config=NAME[:args] or --config=PATH[:args] -> an absolute path, so a
+  config is found by name from any folder (config_lib.resolve)."""
+  from bmdjax import config_lib  # pylint: disable=import-outside-toplevel
+  out, i = [], 0
+  while i < len(args):
+    a = args[i]
+    if a.startswith("--config="):
+      a = "--config=" + config_lib.resolve(a.split("=", 1)[1])
+    elif a == "--config" and i + 1 < len(args):
+      out.append(a)
+      i += 1
+      a = config_lib.resolve(args[i])
+    out.append(a)
+    i += 1
+  return out
+
+
+def quiet(verbosity_given: bool) -> None:
+  """Warnings and our own progress only, unless --verbosity was given: the
+  libraries (orbax, TFDS, grain) log INFO lines by the hundred."""
+  from absl import logging  # pylint: disable=import-outside-toplevel
+  import logging as std_logging  # pylint: disable=import-outside-toplevel
+  if verbosity_given:
+    return
+  logging.set_verbosity(logging.WARNING)
+  for name in ("orbax", "tensorflow_datasets", "grain", "jax._src.xla_bridge"):
+    std_logging.getLogger(name).setLevel(std_logging.WARNING)
+
+
+def run(main, define_flags, argv=None, doc: str | None = None) -> None:
+  """Runs an absl `main` as a command: `define_flags()` first; --help prints
+  `doc` and the flags and exits 0; a bad flag, config or path ends with one
+  line on stderr and status 2 (no traceback); the rest is absl's app.run."""
+  from absl import app, flags  # pylint: disable=import-outside-toplevel
+  from bmdjax import config_lib  # pylint: disable=import-outside-toplevel
+  argv = list(sys.argv if argv is None else argv)
+  if argv[0].endswith(".py"):  # python -m bmdjax.train: say "train"
+    argv[0] = os.path.basename(argv[0])[:-3]
+  prog = argv[0]
+  define_flags()
+  if any(a in HELP_FLAGS for a in argv[1:]):
+    print_and_exit(_help_text(doc, prog), 0)
+  try:
+    argv = [prog] + _resolve_configs(argv[1:])
+  except config_lib.ConfigError as e:
+    exit_usage(e)
+  verbosity_given = any(a.startswith(("--verbosity", "-v=", "--v=")) for a in argv[1:])
+
+  def parse(args):
+    try:
+      return flags.FLAGS(args)
+    except (flags.Error, config_lib.ConfigError, ValueError, KeyError, AttributeError,
+            FileNotFoundError) as e:
+      exit_usage(f"{prog}: {e}" if not str(e).startswith(prog) else e)
+
+  def wrapped(args):
+    quiet(verbosity_given)
+    try:
+      return main(args)
+    except (app.UsageError, config_lib.ConfigError, FileNotFoundError,
+            NotADirectoryError) as e:
+      exit_usage(e)
+    except SystemExit as e:
+      if isinstance(e.code, str):  # data_prep's refusals of the input as a whole
+        exit_usage(e.code.removeprefix("error: "))
+      raise
+
+  app.run(wrapped, argv=argv, flags_parser=parse)

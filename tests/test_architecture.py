@@ -1,0 +1,87 @@
+"""The dependency rule configs -> bmdjax -> data_prep -> (numpy, pydicom, ...),
+checked on the import graph of the source (every import, also inside functions),
+and the light imports screening relies on."""
+
+import ast
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGES = ("configs", "bmdjax", "data_prep", "launch")
+# Which first-party packages each package may import.
+ALLOWED = {"data_prep": {"data_prep"}, "bmdjax": {"bmdjax", "data_prep"},
+           "configs": {"configs", "bmdjax", "data_prep"},
+           "launch": {"launch", "configs", "bmdjax", "data_prep"}}
+
+
+def _modules():
+  for package in PACKAGES:
+    for folder, _, files in os.walk(os.path.join(ROOT, package)):
+      for name in files:
+        if name.endswith(".py"):
+          path = os.path.join(folder, name)
+          module = os.path.relpath(path, ROOT)[:-3].replace(os.sep, ".")
+          yield module.removesuffix(".__init__"), path
+
+
+def import_graph() -> dict[str, set[str]]:
+  """module -> first-party modules it imports (anywhere in its source)."""
+  modules = dict(_modules())
+  graph = {}
+  for module, path in modules.items():
+    tree = ast.parse(open(path, encoding="utf-8").read(), path)
+    found = set()
+    for node in ast.walk(tree):
+      if isinstance(node, ast.Import):
+        names = [a.name for a in node.names]
+      elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+        names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+      else:
+        continue
+      found |= {n for n in names if n in modules}
+    graph[module] = found - {module}
+  return graph
+
+
+def test_packages_import_only_downwards():
+  bad = [f"{m} imports {d}" for m, deps in import_graph().items() for d in deps
+         if d.split(".")[0] not in ALLOWED[m.split(".")[0]]]
+  assert not bad, bad
+
+
+def test_no_import_cycles():
+  graph = import_graph()
+  # Package __init__ files re-export their submodules: an edge to the package
+  # from inside it is not a cycle.
+  state, cycles = {}, []
+
+  def visit(m, stack):
+    state[m] = 1
+    for d in sorted(graph[m]):
+      if m.startswith(d + "."):
+        continue
+      if state.get(d) == 1:
+        cycles.append(" -> ".join(stack[stack.index(d):] + [d]))
+      elif d not in state:
+        visit(d, stack + [d])
+    state[m] = 2
+
+  for m in sorted(graph):
+    if m not in state:
+      visit(m, [m])
+  assert not cycles, cycles
+
+
+def test_the_graph_sees_imports_inside_functions():
+  graph = import_graph()
+  assert "bmdjax.detector" in graph["bmdjax.predict"]  # imported inside a function
+
+
+def test_screening_does_not_import_tfds():
+  code = ("import sys, bmdjax.predict; "
+          "print(sorted(m for m in sys.modules if m.startswith('tensorflow_datasets')))")
+  out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.strip() == "[]"
