@@ -10,6 +10,7 @@ the columns `sex,vertebra,mean,sd` (lines starting with `#` are comments; a
 """
 
 import dataclasses
+import decimal
 import functools
 import importlib.resources
 import os
@@ -22,6 +23,7 @@ VERTEBRAE = ('L1', 'L2', 'L3', 'L4')
 SEXES = ('M', 'F')
 OSTEOPOROSIS_T = -2.5
 OSTEOPENIA_T = -1.0
+WHO_CATEGORIES = ('normal', 'osteopenia', 'osteoporosis')  # by falling T
 REFERENCE_COLUMNS = ('sex', 'vertebra', 'mean', 'sd')
 
 _SEX_ALIASES = {
@@ -180,3 +182,18 @@ def who_category(t):
   out = out.astype(object)
   out[np.isnan(arr)] = None
   return out if out.ndim else out.item()
+
+
+def reported_t(t: float) -> float:
+  """T-score as a report prints it: one decimal (ISCD), half away from zero.
+
+  Wherever a T-score is shown next to its category (predict's table, overlay,
+  SR, FHIR) the category is taken from this value, so "-1.0" never reads
+  "normal" and "-2.5" never reads "osteopenia". Decimal of the shortest repr
+  rounds -0.95 to -1.0 (float rounding would give -0.9).
+  """
+  if t is None or not np.isfinite(t):
+    return float('nan')
+  d = decimal.Decimal(repr(float(t))).quantize(decimal.Decimal('0.1'),
+                                               rounding=decimal.ROUND_HALF_UP)
+  return float(d) + 0.0  # -0.0 -> 0.0
