@@ -22,6 +22,10 @@ from bmdjax import calibration, conformal, lumbar, metrics, screening, tscore
 
 VALIDATION_PREDICTIONS = os.path.join('calibration', 'predictions_validation.csv')
 KEY_COLUMNS = ('patient_id', 'image')
+# DXA truth is rounded to this many decimals before use: records hold float32,
+# and a DXA value whose T-score is exactly -2.5 (e.g. 0.640 g/cm2 for a woman's
+# L1-L4) must be osteoporosis both in memory and when re-read from a CSV.
+TRUTH_DECIMALS = 5
 VARIANTS = ('raw', 'recalibrated')
 
 
@@ -41,6 +45,9 @@ def with_scores(frame: pd.DataFrame, ref, recal: dict | None = None) -> pd.DataF
   (true_/pred_L1-L4, their labels) and T-scores true_t_X / pred_t_X for every
   column X of `columns`."""
   out = frame.reset_index(drop=True).copy()
+  for v in tscore.VERTEBRAE:
+    if f'true_{v}' in out:
+      out[f'true_{v}'] = out[f'true_{v}'].astype(float).round(TRUTH_DECIMALS)
   verts = [c for c in columns(out) if c != lumbar.LUMBAR]
   for v in verts:
     out[f'pred_{v}'] = calibration.apply(out[f'pred_{v}'], (recal or {}).get(v))
@@ -59,7 +66,8 @@ def with_scores(frame: pd.DataFrame, ref, recal: dict | None = None) -> pd.DataF
 
 def _truth_known(scored: pd.DataFrame, ref):
   """(DXA L1-L4 result exists, its T-score): the densitometrist's diagnosis."""
-  t = lumbar.combine(lumbar.frame_bmd(scored, 'true_'), scored['sex'].to_numpy(), ref)['t']
+  bmd = lumbar.frame_bmd(scored, 'true_').round(TRUTH_DECIMALS)
+  t = lumbar.combine(bmd, scored['sex'].to_numpy(), ref)['t']
   return np.isfinite(t), t
 
 
@@ -322,3 +330,85 @@ def render(section: dict) -> list[str]:
 def _md(header, rows):
   return (['| ' + ' | '.join(map(str, header)) + ' |', '|' + '---|' * len(header)] +
           ['| ' + ' | '.join(map(str, r)) + ' |' for r in rows] + [''])
+
+
+# ---------------------------------------------------------- one study
+
+
+def _pair(lo, hi, digits):
+  return [round(float(lo), digits), round(float(hi), digits)]
+
+
+def assess(bmd: dict, sex: str | None, ref, fitted: dict | None = None,
+           recalibrate: bool = False) -> dict:
+  """One study's clinical result from its predicted BMD per vertebra.
+
+  T-scores per vertebra (raw and as reported, one decimal); L1-L4 with the
+  ISCD exclusions; the WHO category from the reported L1-L4 T-score only;
+  with `fitted` (fit / fit_runs) the prediction intervals, a category
+  statement and the screening decision. BMD is recalibrated first when
+  `recalibrate`.
+  """
+  variant = 'recalibrated' if recalibrate else 'raw'
+  if recalibrate:
+    if fitted is None:
+      raise ValueError('--recalibrate needs the validation fit (run bmdjax.evaluate)')
+    bmd = {v: float(calibration.apply(b, fitted['recalibration'].get(v))) for v, b in bmd.items()}
+  out = dict(bmd=bmd, recalibrated=bool(recalibrate), sex=sex, t_score={},
+             t_score_reported={}, lumbar=None, who_category=None,
+             who_basis=f'{lumbar.LUMBAR} T-score (ISCD 2023), never a single vertebra',
+             intervals=None, category_statement=None, screening=None, notes=[])
+  pred_t = {}
+  if sex is None:
+    out['notes'].append('T-scores need sex: pass --sex=F or --sex=M (PatientSex is missing '
+                        'from the DICOM header); BMD only')
+  else:
+    for v, b in bmd.items():
+      pred_t[v] = float(tscore.t_score(b, sex, v, ref))
+      out['t_score'][v] = pred_t[v]
+      out['t_score_reported'][v] = tscore.reported_t(pred_t[v])
+    if len(bmd) >= lumbar.MIN_VERTEBRAE:
+      row = [[bmd.get(v, np.nan) for v in tscore.VERTEBRAE]]
+      comb = lumbar.combine(row, [sex], ref)
+      t_row = [pred_t.get(v, np.nan) for v in tscore.VERTEBRAE]
+      if np.isfinite(comb['t'][0]):
+        t_rep = tscore.reported_t(comb['t'][0])
+        pred_t[lumbar.LUMBAR] = float(comb['t'][0])
+        out['who_category'] = tscore.who_category(t_rep)
+        out['lumbar'] = dict(bmd=float(comb['bmd'][0]), t_score=float(comb['t'][0]),
+                             t_score_reported=t_rep, vertebrae=comb['label'][0])
+      else:
+        out['lumbar'] = dict(bmd=None, t_score=None, t_score_reported=None, vertebrae=None)
+      out['lumbar']['excluded'] = lumbar.exclusion_reasons(t_row, comb['included'][0])
+      out['lumbar']['method'] = lumbar.METHOD
+    else:
+      out['notes'].append(f'no WHO category: ISCD diagnoses from {lumbar.LUMBAR}, and this '
+                          f'model predicts {", ".join(bmd)} only (combine runs with '
+                          'repeated --workdir or use a target=all run)')
+  if fitted is None:
+    out['notes'].append('no prediction intervals or screening threshold: they are fitted '
+                        'on the validation predictions bmdjax.evaluate stores in the run')
+    return out
+  pred_bmd = dict(bmd)
+  if out['lumbar'] and out['lumbar']['bmd'] is not None:
+    pred_bmd[lumbar.LUMBAR] = out['lumbar']['bmd']
+  intervals = {'level': fitted['level'], 'method': 'split-conformal, validation split'}
+  for c, e in fitted[variant].items():
+    if c not in pred_bmd:
+      continue
+    iv = {'bmd': _pair(*conformal.interval(pred_bmd[c], e['q_bmd']), 4)}
+    if c in pred_t:
+      iv['t_score'] = _pair(*conformal.interval(pred_t[c], e['q_t']), 2)
+    intervals[c] = iv
+  out['intervals'] = intervals
+  if lumbar.LUMBAR in intervals and 't_score' in intervals[lumbar.LUMBAR]:
+    out['category_statement'] = (f'{fitted["level"]:.0%} interval of the {lumbar.LUMBAR} '
+                                 + category_range(*intervals[lumbar.LUMBAR]['t_score']))
+  col = screening_column(fitted)
+  thr = fitted[variant][col]['screening_threshold_t']
+  t = pred_t.get(col)
+  out['screening'] = dict(column=col, threshold_t=thr, predicted_t=t,
+                          target_sensitivity=fitted['target_sensitivity'],
+                          refer_dxa=(None if thr is None or t is None else bool(t <= thr)),
+                          decision=screening.decision(t, thr))
+  return out
