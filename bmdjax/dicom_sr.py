@@ -144,10 +144,36 @@ def build(result: dict, source: pydicom.Dataset, landmarks: np.ndarray,
       sop_instance_uid=hd.UID(), instance_number=1, manufacturer="bmdjax (research use)",
       is_complete=True, is_final=False, is_verified=False)
   sr.SeriesDescription = "bmdjax BMD estimate - research use, not for diagnosis"
+  _scrub(sr, source)
+  return sr
+
+
+_TEXT_VRS = ("PN", "LO", "SH", "DA", "TM", "DT", "AS", "LT", "ST", "UT", "UI")
+_REFERENCE_FIELDS = ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID")
+
+
+def _scrub(sr: pydicom.Dataset, source: pydicom.Dataset):
+  """Empties every element, at any depth, holding a value of the source
+  header other than SR_COPIED_FIELDS and the image reference: highdicom
+  copies more (e.g. InstitutionName into ContributingEquipmentSequence)."""
+  keep = SR_COPIED_FIELDS + _REFERENCE_FIELDS
+  allowed = {str(source.get(k)) for k in keep if source.get(k) not in (None, "")}
+  secret = {str(el.value) for el in source
+            if el.VR in _TEXT_VRS and el.keyword not in keep and el.value not in (None, "")
+            and len(str(el.value)) >= 3} - allowed
+
+  def walk(ds):
+    for el in ds:
+      if el.VR == "SQ":
+        for item in el.value:
+          walk(item)
+      elif el.VR in _TEXT_VRS and el.value not in (None, "") and str(el.value) in secret:
+        el.value = ""
+
   for keyword in _EMPTIED_FIELDS:
     if keyword in sr:
       sr.data_element(keyword).value = ""
-  return sr
+  walk(sr)
 
 
 def write(result: dict, source_path: str, landmarks, out_path: str, runs) -> str:
