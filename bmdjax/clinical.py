@@ -396,6 +396,10 @@ def assess(bmd: dict, sex: str | None, ref, fitted: dict | None = None,
   for c, e in fitted[variant].items():
     if c not in pred_bmd:
       continue
+    if not (np.isfinite(e['q_bmd']) and np.isfinite(e['q_t'])):
+      out['notes'].append(f'no {fitted["level"]:.0%} interval for {c}: {e["n"]} validation '
+                          'studies are too few to promise that coverage')
+      continue
     iv = {'bmd': _pair(*conformal.interval(pred_bmd[c], e['q_bmd']), 4)}
     if c in pred_t:
       iv['t_score'] = _pair(*conformal.interval(pred_t[c], e['q_t']), 2)
