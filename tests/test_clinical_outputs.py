@@ -35,7 +35,7 @@ def _validation(n=400, seed=0) -> pd.DataFrame:
   for v in VERTS:
     m = np.array([ref.mean_sd(s, v)[0] for s in sex])
     sd = np.array([ref.mean_sd(s, v)[1] for s in sex])
-    frame[f"true_{v}"] = m + sd * (latent + 0.3 * rng.normal(size=n))
+    frame[f"true_{v}"] = (m + sd * (latent + 0.3 * rng.normal(size=n))).round(5)
     frame[f"pred_{v}"] = frame[f"true_{v}"] + rng.normal(0, 0.08, n)
   return frame
 
@@ -209,3 +209,77 @@ def test_fhir_validation_is_not_blind():
     break_it(bad["entry"][0]["resource"])
     with pytest.raises(Exception, match="validation error"):
       Bundle.model_validate(bad)
+
+
+# ------------------------------------------------------------- the report
+
+
+def test_report_clinical_section_matches_recomputation(tmp_path):
+  """metrics.json's coverage, calibration and screening against float64 numpy
+  recomputations from the same predictions."""
+  from bmdjax import report  # pylint: disable=import-outside-toplevel
+  val, test = _validation(400, 0), _validation(300, 1)
+  fitted = clinical.fit(val)
+  result = report.write_report(test, str(tmp_path), clinical_fit=fitted, validation=val,
+                               bootstrap=50)
+  sec = result["clinical"]["columns"]
+  ref = tscore.load_reference()
+  sex = test["sex"].to_numpy()
+  true = lumbar.combine(lumbar.frame_bmd(test, "true_"), sex, ref)
+  pred = lumbar.combine(lumbar.frame_bmd(test, "pred_"), sex, ref)
+  q = fitted["raw"][lumbar.LUMBAR]["q_bmd"]
+  ok = np.isfinite(true["bmd"]) & np.isfinite(pred["bmd"])
+  cov = np.mean(np.abs(true["bmd"][ok] - pred["bmd"][ok]) <= q)
+  lum = sec[lumbar.LUMBAR]
+  assert lum["coverage"]["coverage_bmd"] == pytest.approx(cov)
+  assert lum["coverage"]["width_bmd"] == pytest.approx(2 * q)
+  lo, hi = lum["coverage"]["coverage_bmd_ci"]
+  assert lo <= cov <= hi
+  slope, intercept = np.polyfit(pred["bmd"][ok], true["bmd"][ok], 1)
+  assert lum["calibration"]["before"]["slope"] == pytest.approx(slope)
+  assert lum["calibration"]["before"]["intercept"] == pytest.approx(intercept)
+  # Recalibration fitted on validation, applied per vertebra, then combined.
+  recal = {f"pred_{v}": fitted["recalibration"][v]["a"] + fitted["recalibration"][v]["b"]
+           * test[f"pred_{v}"] for v in VERTS}
+  after = lumbar.combine(lumbar.frame_bmd(pd.DataFrame(recal), "pred_"), sex, ref)
+  ok2 = ok & np.isfinite(after["bmd"])
+  assert lum["calibration"]["after"]["slope"] == pytest.approx(
+      np.polyfit(after["bmd"][ok2], true["bmd"][ok2], 1)[0])
+  thr = fitted["raw"][lumbar.LUMBAR]["screening_threshold_t"]
+  pos = true["t"] <= -2.5
+  known = np.isfinite(true["t"])
+  flagged = pred["t"] <= thr
+  scr = lum["screening"]["test"]
+  assert scr["sensitivity"] == pytest.approx((pos & flagged)[known].sum() / pos[known].sum())
+  assert scr["specificity"] == pytest.approx((~pos & ~flagged)[known].sum()
+                                             / (~pos)[known].sum())
+  # The threshold reached the target on validation.
+  vt = lumbar.combine(lumbar.frame_bmd(val, "true_"), val["sex"].to_numpy(), ref)["t"]
+  vp = lumbar.combine(lumbar.frame_bmd(val, "pred_"), val["sex"].to_numpy(), ref)["t"]
+  vpos = vt <= -2.5
+  assert (vpos & (vp <= thr)).sum() / vpos.sum() >= 0.9
+  tables = (tmp_path / "tables.md").read_text()
+  assert "Prediction intervals" in tables and "| L1-L4 |" in tables
+  assert "Model card" in (tmp_path / "model_card.md").read_text()
+  assert (tmp_path / "calibration_L1-L4.png").stat().st_size > 0
+
+
+def test_runs_combine_on_their_joint_validation_split(tmp_path):
+  val = _validation(200, 3)
+  keys = ["patient_id", "image", "sex", "age"] + [f"true_{v}" for v in VERTS]
+  for name, verts in (("a", ["L1", "L2"]), ("b", ["L3", "L4"])):
+    path = tmp_path / name / clinical.VALIDATION_PREDICTIONS
+    path.parent.mkdir(parents=True)
+    val[keys + [f"pred_{v}" for v in verts]].sample(frac=1, random_state=0).to_csv(
+        path, index=False)
+  fitted = clinical.fit_runs([str(tmp_path / "a"), str(tmp_path / "b")])
+  assert fitted["columns"] == list(VERTS) + [lumbar.LUMBAR]
+  assert fitted["raw"][lumbar.LUMBAR]["q_bmd"] == pytest.approx(
+      clinical.fit(val)["raw"][lumbar.LUMBAR]["q_bmd"])
+  short = tmp_path / "c" / clinical.VALIDATION_PREDICTIONS
+  short.parent.mkdir(parents=True)
+  val[keys + ["pred_L3"]].head(150).to_csv(short, index=False)
+  with pytest.raises(ValueError, match="validation studies differ"):
+    clinical.fit_runs([str(tmp_path / "a"), str(tmp_path / "c")])
+  with pytest.raises(FileNotFoundError, match="bmdjax.evaluate"):
+    clinical.fit_runs([str(tmp_path / "missing")])
