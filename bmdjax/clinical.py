@@ -242,6 +242,8 @@ def evaluate_split(frame: pd.DataFrame, fitted: dict, ref=None, *, recalibrate=F
     col = dict(q_bmd=entry['q_bmd'], q_t=entry['q_t'], guarantee=entry['guarantee'],
                n_calibration=entry['n'])
     col['coverage'] = coverage(used, c, entry, bootstrap, seed)
+    col['coverage']['expected_sd'] = conformal.coverage_sd(entry['n'], col['coverage']['n'],
+                                                           fitted['level'])
     if validation is not None:
       val = with_scores(validation, ref, fitted['recalibration'] if recalibrate else None)
       col['coverage_validation'] = coverage(val, c, entry)
@@ -292,6 +294,10 @@ def render(section: dict) -> list[str]:
                  f'{e["guarantee"][0]:.3f}-{e["guarantee"][1]:.3f}'])
   out += _md(['Column', 'n', 'Coverage (BMD)', 'Width g/cm²', 'Coverage (T)', 'Width T',
               'Expected (theory)'], rows)
+  out += ["Expected: the guarantee's range of the mean coverage for this many calibration "
+          'studies; one test split scatters around it with SD ' +
+          ', '.join(f'{c} {_f(section["columns"][c]["coverage"].get("expected_sd"))}'
+                    for c in cols) + ' (calibration and test sampling).', '']
   strata = sorted({s for c in cols for s in section['columns'][c]['coverage_strata']})
   if strata:
     out += ['Coverage (BMD) by sex × age stratum:', '']

@@ -47,6 +47,20 @@ def guarantee(n: int, level: float) -> tuple[float, float]:
   return (min(k / (n + 1), 1.0), min((k + 1) / (n + 1), 1.0)) if k <= n else (1.0, 1.0)
 
 
+def coverage_sd(n_calibration: int, n_test: int, level: float) -> float | None:
+  """Standard deviation of the empirical coverage on n_test new studies:
+  coverage given the calibration set is Beta(k, n + 1 - k), and the test
+  share adds binomial noise. With n = n_test = 165 it is ~0.033, so a single
+  split's coverage is expected within level -+ 0.065 (95%)."""
+  n = n_calibration
+  k = math.ceil((n + 1) * level - 1e-12)
+  if n <= 0 or n_test <= 0 or k > n:
+    return None
+  a, b = k, n + 1 - k
+  beta_var = a * b / ((a + b) ** 2 * (a + b + 1))
+  return math.sqrt(beta_var + level * (1 - level) / n_test)
+
+
 def interval(pred, q: float):
   """(low, high) arrays: pred -+ q."""
   pred = np.asarray(pred, np.float64)

@@ -78,6 +78,17 @@ def test_screening_threshold_reaches_target_sensitivity_and_no_more():
   assert screening.choose_threshold(np.zeros(5, bool), np.zeros(5)) is None
 
 
+@pytest.mark.parametrize("n_pos", [7, 10, 14, 23])
+def test_screening_threshold_is_the_most_specific_reaching_the_target(n_pos):
+  rng = np.random.default_rng(n_pos)
+  pos = np.r_[np.ones(n_pos, bool), np.zeros(60, bool)]
+  pred_t = np.r_[rng.normal(-3, 0.6, n_pos), rng.normal(-1, 1, 60)]
+  thr = screening.choose_threshold(pos, pred_t, 0.9)
+  assert screening.rates(pos, pred_t <= thr)["sensitivity"] >= 0.9
+  below = np.max(pred_t[pred_t < thr])
+  assert screening.rates(pos, pred_t <= below)["sensitivity"] < 0.9
+
+
 def test_screening_intervals_cover_the_estimate():
   rng = np.random.default_rng(0)
   pos = rng.uniform(size=400) < 0.2
