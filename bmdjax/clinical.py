@@ -165,9 +165,10 @@ def add_intervals(scored: pd.DataFrame, fitted: dict, variant: str) -> pd.DataFr
   col = screening_column(fitted)
   thr = fitted[variant][col]['screening_threshold_t']
   t = out[f'pred_t_{col}'].to_numpy(float)
-  out['refer_dxa'] = np.where(np.isfinite(t) & (thr is not None),
-                              (t <= (thr if thr is not None else -np.inf)).astype(float),
-                              np.nan)
+  refer = np.full(len(t), np.nan)
+  if thr is not None:
+    refer[np.isfinite(t)] = (t[np.isfinite(t)] <= thr).astype(float)
+  out['refer_dxa'] = refer
   return out
 
 
