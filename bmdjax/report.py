@@ -66,6 +66,8 @@ def validate_predictions(frame: pd.DataFrame, source: str = 'predictions'):
       raise ValueError(f'{source}: column {col} has non-numeric values '
                        f'({examples})')
     out[col] = num.astype(float)
+  for col in TRUE_COLUMNS:  # float32 DXA values: the same categories in memory and CSV
+    out[col] = out[col].round(clinical.TRUTH_DECIMALS)
   if out['patient_id'].isna().any():
     raise ValueError(f'{source}: column patient_id has empty cells (needed '
                      'to resample patients)')

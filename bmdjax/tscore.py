@@ -24,6 +24,7 @@ SEXES = ('M', 'F')
 OSTEOPOROSIS_T = -2.5
 OSTEOPENIA_T = -1.0
 WHO_CATEGORIES = ('normal', 'osteopenia', 'osteoporosis')  # by falling T
+T_DECIMALS = 12
 REFERENCE_COLUMNS = ('sex', 'vertebra', 'mean', 'sd')
 
 _SEX_ALIASES = {
@@ -168,7 +169,10 @@ def t_score(bmd, sex, vertebra, ref: Reference | None = None) -> np.ndarray:
   stats = np.array([ref.mean_sd(*k.split('|')) for k in uniq]).reshape(-1, 2)
   mean = stats[inv, 0].reshape(bmd.shape)
   sd = stats[inv, 1].reshape(bmd.shape)
-  out = (bmd - mean) / sd
+  # Rounded to 1e-12: a BMD exactly at a WHO boundary (0.640 g/cm2 is T -2.5 for
+  # a woman's L1) must classify as the definition says, not as float error does
+  # ((0.640 - 0.960) / 0.128 = -2.4999999999999996).
+  out = np.round((bmd - mean) / sd, T_DECIMALS)
   return out if out.ndim else float(out)
 
 
