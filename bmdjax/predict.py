@@ -261,8 +261,9 @@ def _title(path: str, result: dict) -> str:
                 if iv else "") + f": {result['who_category']}")
   elif result.get("sex"):
     text += " | no WHO category (needs L1-L4 from >= 2 vertebrae)"
-  if result.get("screening"):
-    text += " | " + ("REFER FOR DXA" if result["screening"]["refer_dxa"] else "no referral")
+  refer = (result.get("screening") or {}).get("refer_dxa")
+  if refer is not None:
+    text += " | " + ("REFER FOR DXA" if refer else "no referral")
   return text
 
 

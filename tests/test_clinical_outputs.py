@@ -78,6 +78,13 @@ def test_single_vertebra_gives_no_category():
   assert "osteoporosis" not in title and "no WHO category" in title
 
 
+def test_no_sex_no_category_no_referral(fitted):
+  scores = predict._scores(_bmd_at(-3.0), None, None, tscore.load_reference(), fitted, False)
+  assert scores["who_category"] is None and scores["screening"]["refer_dxa"] is None
+  title = predict._title("x.dcm", {"status": "ok", **scores})
+  assert "referral" not in title.lower() and "REFER" not in title
+
+
 def test_iscd_exclusion_reaches_the_report():
   ref = tscore.load_reference()
   bmd = _bmd_at(-2.0)
