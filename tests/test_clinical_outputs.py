@@ -164,6 +164,17 @@ def test_sr_reads_back_with_values_and_image_reference(sr_file, source_dicom):
   assert text.count(src.SOPInstanceUID) >= 10
   assert "Osteoporosis" in text and "not a DXA measurement" in text
   assert b"run_all: attmulroi" in path.read_bytes()  # algorithm parameters (long text)
+  # highdicom parses it back as a TID 1500 report: 5 measurement groups, 14 ROIs.
+  import highdicom as hd  # pylint: disable=import-outside-toplevel
+  parsed = hd.sr.srread(str(path))
+  groups = parsed.content.get_image_measurement_groups()
+  assert [str(g.tracking_identifier) for g in groups] == [
+      f"{v} predicted BMD" for v in list(VERTS) + ["L1-L4"]]
+  assert len(parsed.content.get_planar_roi_measurement_groups()) == 14
+  evaluations = {q.name.meaning: q.value.meaning
+                 for q in groups[-1].get_qualitative_evaluations()}
+  assert evaluations == {"Predicted WHO category (L1-L4)": "Osteoporosis",
+                         "Screening: refer for DXA": "Yes"}
 
 
 def test_sr_copies_only_the_fields_it_must(sr_file, source_dicom):
