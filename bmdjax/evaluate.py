@@ -10,6 +10,12 @@ computes (target, inputs, model) is refused, naming the fields.
 Writes WORKDIR/report/: predictions.csv (schema in docs/design.md), metrics.json,
 tables.md and the figures. Beside the model it reports an age+sex-only linear
 regression fitted on the training split, so a reader sees what the image adds.
+
+It also predicts the validation split and stores it in the run
+(WORKDIR/calibration/predictions_validation.csv): the prediction intervals,
+the recalibration line and the screening threshold are fitted on it
+(bmdjax/clinical.py) and reported on --split, with the model card.
+bmdjax.predict refits them from that file.
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ from ml_collections import config_flags
 import numpy as np
 import pandas as pd
 
-from bmdjax import cli, config_lib, distributed, inference, input_pipeline, report, runs
+from bmdjax import (cli, clinical, config_lib, conformal, distributed, inference,
+                    input_pipeline, model_card, report, runs, screening)
 from data_prep.schema import VERTEBRAE
 
 FLAGS = flags.FLAGS
@@ -58,7 +65,9 @@ def age_sex_baseline(train: pd.DataFrame, target: pd.DataFrame) -> pd.DataFrame:
 
 def evaluate(config, workdir: str, split: str = "test", checkpoint: str = "best",
              out_dir: str | None = None, bootstrap: int = 1000, reference=None,
-             devices=None) -> dict:
+             devices=None, level: float = conformal.DEFAULT_LEVEL,
+             target_sensitivity: float = screening.DEFAULT_SENSITIVITY,
+             recalibrate: bool = False) -> dict:
   """Predicts `split`, writes the report; returns the metrics dict.
 
   `config`: None (the run's own, from run.json) or a config that must agree
@@ -76,15 +85,24 @@ def evaluate(config, workdir: str, split: str = "test", checkpoint: str = "best"
   graphdef, params, rest = inference.init_model_state(config)
   params, rest, step = runs.restore_params(workdir, params, rest, checkpoint,
                                                 sharding=NamedSharding(mesh, P()))
-  source = input_pipeline.open_split(config.data.dir, split)
-  predictions = inference.predict_split(
-      config, inference.make_predict_fn(graphdef), params, rest, source,
-      NamedSharding(mesh, P("data")), scaler, desc=f"evaluate {split}")
+  predict_fn = inference.make_predict_fn(graphdef)
+  frames = {}
+  for name in dict.fromkeys([split, "validation"]):
+    frames[name] = inference.predict_split(
+        config, predict_fn, params, rest, input_pipeline.open_split(config.data.dir, name),
+        NamedSharding(mesh, P("data")), scaler, desc=f"evaluate {name}")
+  predictions, validation = frames[split], frames["validation"]
   if jax.process_index() != 0:
     return {}
+  os.makedirs(os.path.dirname(clinical.validation_path(workdir)), exist_ok=True)
+  validation.to_csv(clinical.validation_path(workdir), index=False, float_format="%.5f")
+  ref = report.resolve_reference(reference)
+  fitted = clinical.fit(validation, ref, level, target_sensitivity)
   os.makedirs(out_dir, exist_ok=True)
-  predictions.to_csv(os.path.join(out_dir, "predictions.csv"), index=False,
-                     float_format="%.5f")
+  variant = "recalibrated" if recalibrate else "raw"
+  scored = clinical.add_intervals(clinical.with_scores(
+      predictions, ref, fitted["recalibration"] if recalibrate else None), fitted, variant)
+  scored.to_csv(os.path.join(out_dir, "predictions.csv"), index=False, float_format="%.5f")
   manifest = pd.read_csv(os.path.join(config.data.dir, "manifest.csv"))
   train = manifest[(manifest.status == "ok") & (manifest.split == config.data.train_split)]
   baseline = age_sex_baseline(train, predictions)
@@ -92,9 +110,11 @@ def evaluate(config, workdir: str, split: str = "test", checkpoint: str = "best"
                   float_format="%.5f")
   title = (f"{config.model.name} ({config.model.backbone}), target {config.target}, "
            f"split {split}, checkpoint {checkpoint} (step {step})")
+  info = {"model": title, "data": model_card.data_info(config.data.dir)}
   return report.write_report(predictions, out_dir, baseline_predictions=baseline,
-                             bootstrap=bootstrap, title=title,
-                             reference=reference)
+                             bootstrap=bootstrap, title=title, reference=ref,
+                             clinical_fit=fitted, validation=validation,
+                             recalibrate=recalibrate, model_info=info)
 
 
 def main(argv):
@@ -104,7 +124,8 @@ def main(argv):
     raise app.UsageError("--workdir is required")
   try:
     evaluate(FLAGS.config, FLAGS.workdir, FLAGS.split, FLAGS.checkpoint, FLAGS.out,
-             FLAGS.bootstrap, FLAGS.reference)
+             FLAGS.bootstrap, FLAGS.reference, level=FLAGS.level,
+             target_sensitivity=FLAGS.target_sensitivity, recalibrate=FLAGS.recalibrate)
   except (config_lib.ConfigError, FileNotFoundError) as e:
     cli.exit_usage(e)
   out_dir = FLAGS.out or runs.path(FLAGS.workdir, runs.REPORT)
@@ -128,6 +149,12 @@ def define_flags():
   flags.DEFINE_integer("bootstrap", 1000, "Bootstrap resamples for the 95% intervals.")
   flags.DEFINE_string("reference", None, "Young-adult reference CSV for T-scores "
                       "(sex,vertebra,mean,sd); default: the shipped table.")
+  flags.DEFINE_float("level", conformal.DEFAULT_LEVEL, "Coverage level of the split-conformal prediction "
+                     "intervals, calibrated on the validation split.")
+  flags.DEFINE_float("target_sensitivity", screening.DEFAULT_SENSITIVITY, "Osteoporosis sensitivity the screening "
+                     "threshold on predicted T must reach on the validation split.")
+  flags.DEFINE_bool("recalibrate", False, "Report predictions on the linear recalibration "
+                    "line fitted on validation (before/after calibration is always shown).")
   distributed.define_flags()
 
 

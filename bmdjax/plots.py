@@ -245,3 +245,35 @@ def landmark_overlay(image, true, pred, path, title: str = '',
   fig.suptitle(title, fontsize=8)
   fig.savefig(path, format='png')
   return str(path)
+
+
+def calibration_plot(cal: dict, path, column: str = 'L1') -> str:
+  """Calibration by prediction decile, before and after the validation-fitted
+  recalibration: mean DXA against mean prediction per decile, with the
+  calibration line (DXA on prediction) and the identity.
+
+  cal: one column of metrics.json's clinical.columns[...]['calibration'].
+  """
+  fig, axes = _figure(size=(5.5, 5))
+  ax = axes[0, 0]
+  pts = []
+  for when, color, marker in (('before', 'tab:blue', 'o'), ('after', 'tab:red', 's')):
+    dec = cal[f'deciles_{when}']
+    if not dec:
+      continue
+    x = np.array([d['pred'] for d in dec])
+    y = np.array([d['true'] for d in dec])
+    pts += [x, y]
+    line = cal[when]
+    label = (f'{when} recalibration: slope {_fmt(line["slope"], 2)}, '
+             f'CITL {_fmt(line["citl"], 3)}')
+    ax.plot(x, y, marker=marker, color=color, ls='-', lw=1, label=label)
+  if pts:
+    lo, hi = float(min(map(np.min, pts))), float(max(map(np.max, pts)))
+    ax.plot([lo, hi], [lo, hi], ls=':', color='grey', lw=1, label='perfect calibration')
+  ax.set_xlabel(f'Mean predicted BMD {column} per decile ({BMD_UNIT})')
+  ax.set_ylabel(f'Mean DXA BMD {column} ({BMD_UNIT})')
+  ax.set_title(f'{column}: calibration by decile of prediction')
+  _legend(ax, loc='upper left', fontsize=8)
+  ax.grid(alpha=0.3)
+  return _save(fig, path)

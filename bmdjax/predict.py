@@ -1,9 +1,27 @@
-r"""Screens chest radiographs with a trained run: BMD, T-scores, WHO category.
+r"""Screens chest radiographs with trained runs: BMD, T-scores, L1-L4, intervals.
 
-  python -m bmdjax.predict --workdir=runs/l1 --landmarks=landmarks.csv \
-      [--sex=F] [--json] [--out=predict_out] study.dcm [more.dcm ...]
-  python -m bmdjax.predict --workdir=runs/l1 --landmark_workdir=runs/landmarks \
-      [--keep_flagged] study.dcm [more.dcm ...]
+  python -m bmdjax.predict --workdir=runs/all --landmarks=landmarks.csv \
+      [--sex=F] [--json] [--out=predict_out] [--sr] [--fhir] study.dcm [more.dcm ...]
+  python -m bmdjax.predict --workdir=runs/l1 --workdir=runs/l2 --workdir=runs/l3 \
+      --workdir=runs/l4 --landmark_workdir=runs/landmarks [--keep_flagged] study.dcm
+
+The lumbar result is reported as a densitometrist does (bmdjax/lumbar.py):
+BMD and T-score per vertebra, L1-L4 from the vertebrae kept by the ISCD rules,
+and the WHO category from the L1-L4 T-score only (one vertebra, or fewer than
+two usable ones: no category). A target=all run predicts L1-L4 at once;
+several per-vertebra runs combine with repeated --workdir. T-scores are shown
+to one decimal and the category is taken from the shown value.
+
+Each result carries a --level (default 90%) split-conformal prediction
+interval per vertebra and for L1-L4, calibrated on the validation
+predictions bmdjax.evaluate stored in each run, turned into a category
+statement ("T-score -2.9 to -1.8: osteopenia or osteoporosis"), and a
+screening decision: "refer for DXA" when the predicted T is at or below the
+threshold fixed on validation for --target_sensitivity. --recalibrate puts
+predictions on the validation-fitted calibration line first. --sr writes a
+DICOM Structured Report (TID 1500) referencing the source image, --fhir FHIR
+R5 Observations (a model prediction, not a DXA measurement), next to the
+overlay in --out.
 
 Each study goes through exactly the preprocessing of data_prep.build (the same
 `process_study`: DICOM LUTs, normalisation, landmark ROIs, resize to the
@@ -44,7 +62,8 @@ import jax
 import numpy as np
 import pydicom
 
-from bmdjax import cli, config_lib, inference, input_pipeline, runs, tscore
+from bmdjax import (cli, clinical, config_lib, conformal, inference, input_pipeline,
+                    lumbar, runs, screening, tscore)
 from data_prep import dicom_io, rois
 from data_prep.crops import CropSpec, process_study
 from data_prep.labels import load_landmarks
@@ -53,6 +72,7 @@ LANDMARKS_NEEDED = ("no landmarks: pass --landmark_workdir=W (a trained landmark
                     "bmdjax.train --config=configs/landmarks.py) or --landmarks=landmarks.csv "
                     "with image,x0,y0,...,x15,y15 for each study")
 DISCLAIMER = "Research software, not a diagnostic device: confirm with DXA."
+OVERLAY_NOTICE = "RESEARCH USE, NOT FOR DIAGNOSIS"
 FLAGS = flags.FLAGS
 
 
@@ -171,19 +191,29 @@ def _sex_list(sex, n: int) -> list:
   return [tscore.normalize_sex([s])[0] if s else None for s in sex]
 
 
-def _scores(bmd: dict, sex: str | None, source: str, ref) -> dict:
-  """T-scores and WHO category, or a note saying why there are none."""
-  if sex is None:
-    return {"sex": None, "sex_source": None, "t_score": {}, "who_category": None,
-            "who_by_vertebra": {},
-            "note": "T-scores need sex: pass --sex=F or --sex=M (PatientSex is missing "
-                    "from the DICOM header); BMD only"}
-  t = {v: float(tscore.t_score(b, sex, v, ref)) for v, b in bmd.items()}
-  lowest = min(t.values())
-  return {"sex": sex, "sex_source": source, "t_score": t,
-          "who_by_vertebra": {v: tscore.who_category(x) for v, x in t.items()},
-          # WHO classifies a patient by the lowest T-score.
-          "who_category": tscore.who_category(lowest), "tscore_reference": ref.source}
+def load_models(workdirs, checkpoint: str = "best", size: int | None = None) -> list:
+  """One Model per workdir; each vertebra may be predicted by one run only."""
+  workdirs = [workdirs] if isinstance(workdirs, (str, os.PathLike, Model)) else list(workdirs)
+  if not workdirs:
+    raise ValueError("give at least one --workdir")
+  models, owner = [], {}
+  for w in workdirs:
+    model = w if isinstance(w, Model) else Model.from_workdir(os.fspath(w), checkpoint, size)
+    for v in model.scaler.names:
+      if v in owner:
+        raise ValueError(f"{v} is predicted by both {owner[v]} and {w}: give each vertebra "
+                         "once (a target=all run, or one run per vertebra)")
+      owner[v] = w
+    models.append(model)
+  return models
+
+
+def _scores(bmd: dict, sex: str | None, source: str, ref, fitted, recalibrate) -> dict:
+  """T-scores, L1-L4, WHO category, intervals and the screening decision."""
+  out = clinical.assess(bmd, sex, ref, fitted, recalibrate)
+  out["sex_source"] = source if sex else None
+  out["tscore_reference"] = ref.source
+  return out
 
 
 def _overlay_path(out_dir: str, path: str, used: set) -> str:
@@ -224,20 +254,36 @@ def draw_overlay(image: np.ndarray, landmarks: np.ndarray, title: str, out: str,
   ax.set_ylim(h, 0)
   ax.axis("off")
   fig.suptitle(textwrap.fill(title, 110), fontsize=9)
+  ax.text(0.5, 0.01, OVERLAY_NOTICE, transform=ax.transAxes, ha="center", va="bottom",
+          color="white", fontsize=13, weight="bold",
+          bbox=dict(facecolor="red", alpha=0.8, edgecolor="none"))
   fig.savefig(out)
   return out
 
 
 def _title(path: str, result: dict) -> str:
+  """Overlay title: every T-score as reported (one decimal) and the category
+  of the reported L1-L4 value, so the two always agree."""
   if result["status"] != "ok":
     return (f"{os.path.basename(path)}: {result['status']} "
             f"({result['reason'].split(': ', 1)[-1]})")
   parts = []
   for v, b in result["bmd"].items():
-    t = result["t_score"].get(v)
-    parts.append(f"{v} {b:.3f} g/cm2" + (
-        f", T {t:+.1f} ({result['who_by_vertebra'][v]})" if t is not None else ""))
-  return f"{os.path.basename(path)}: " + "; ".join(parts)
+    t = result["t_score_reported"].get(v)
+    parts.append(f"{v} {b:.3f}" + (f" T {t:+.1f}" if t is not None else ""))
+  text = f"{os.path.basename(path)}: " + ", ".join(parts)
+  lum = result.get("lumbar") or {}
+  if lum.get("t_score_reported") is not None:
+    iv = (result.get("intervals") or {}).get(lumbar.LUMBAR, {}).get("t_score")
+    text += (f" | {lum['vertebrae']} {lum['bmd']:.3f} g/cm2, T {lum['t_score_reported']:+.1f}"
+             + (f" ({result['intervals']['level']:.0%} interval {iv[0]:+.1f} to {iv[1]:+.1f})"
+                if iv else "") + f": {result['who_category']}")
+  elif result.get("sex"):
+    text += " | no WHO category (needs L1-L4 from >= 2 vertebrae)"
+  refer = (result.get("screening") or {}).get("refer_dxa")
+  if refer is not None:
+    text += " | " + ("REFER FOR DXA" if refer else "no referral")
+  return text
 
 
 def _flagged_landmarks(flags) -> list[int]:
@@ -247,14 +293,22 @@ def _flagged_landmarks(flags) -> list[int]:
           if re.search(rf"\b{name}\b", text)]
 
 
-def predict_studies(workdir: str, paths, landmarks=None, sex=None, checkpoint: str = "best",
+def predict_studies(workdir, paths, landmarks=None, sex=None, checkpoint: str = "best",
                     reference: str | None = None, out_dir: str | None = None,
                     size: int | None = None, landmark_workdir: str | None = None,
                     keep_flagged: bool = False,
-                    min_landmark_confidence: float | None = None) -> list[dict]:
+                    min_landmark_confidence: float | None = None,
+                    level: float = conformal.DEFAULT_LEVEL,
+                    target_sensitivity: float = screening.DEFAULT_SENSITIVITY,
+                    recalibrate: bool = False, sr: bool = False,
+                    fhir_json: bool = False) -> list[dict]:
   """Predicts each study; one dict per path, in order.
 
-  `workdir`: a trained run's workdir, or a `Model`.
+  `workdir`: one run (a workdir or a `Model`) or a list (per-vertebra runs combined for L1-L4). The
+  intervals and screening threshold are refitted at `level` and
+  `target_sensitivity` from the runs' stored validation predictions (none,
+  with a note, when a run has not been evaluated). `sr`/`fhir_json` write a
+  DICOM SR / FHIR Observations per predicted study to `out_dir`.
 
   `landmarks`: path of a landmarks.csv or a dict image -> [16, 2]; without
   it, `landmark_workdir` (a trained detector) places them, and a study whose
@@ -273,8 +327,20 @@ def predict_studies(workdir: str, paths, landmarks=None, sex=None, checkpoint: s
   ref = tscore.load_reference(reference)
   table = load_landmarks(landmarks) if isinstance(landmarks, (str, os.PathLike)) \
       else landmarks
-  model = workdir if isinstance(workdir, Model) else Model.from_workdir(workdir, checkpoint,
-                                                                        size)
+  models = load_models(workdir, checkpoint, size)
+  workdirs = [workdir] if isinstance(workdir, (str, os.PathLike, Model)) else list(workdir)
+  run_dirs = [os.fspath(w) for w in workdirs if not isinstance(w, Model)]
+  try:
+    if len(run_dirs) < len(workdirs):  # a Model built from state has no validation file
+      raise FileNotFoundError("no stored validation predictions for a Model object")
+    fitted = clinical.fit_runs(run_dirs, ref, level, target_sensitivity)
+  except FileNotFoundError:
+    if recalibrate:
+      raise
+    fitted = None
+  description = "; ".join(m.description for m in models)
+  if (sr or fhir_json) and not out_dir:
+    raise ValueError("--sr and --fhir write next to the overlays: give --out")
   finder = None
   if table is None and landmark_workdir:
     from bmdjax import detector  # pylint: disable=import-outside-toplevel
@@ -283,7 +349,7 @@ def predict_studies(workdir: str, paths, landmarks=None, sex=None, checkpoint: s
     os.makedirs(out_dir, exist_ok=True)
   results, used = [], set()
   for path, given_sex in zip(paths, sexes):
-    result = {"study": path, "status": "refused", "reason": "", "model": model.description}
+    result = {"study": path, "status": "refused", "reason": "", "model": description}
     image = lm = None
     flags_ = []
     try:
@@ -307,21 +373,31 @@ def predict_studies(workdir: str, paths, landmarks=None, sex=None, checkpoint: s
         if why:
           raise dicom_io.StudyError(path, why)
         result["landmarks"] = {"source": "given", "points": np.round(lm, 2).tolist()}
-      crops = process_study(path, lm, model.spec, radiograph=radiograph)
+      crops = {}
+      for m in models:  # runs trained on other crop sizes get their own crops
+        if repr(m.spec) not in crops:
+          crops[repr(m.spec)] = process_study(path, lm, m.spec, radiograph=radiograph)
       # From the header, else estimated from the landmarks (dicom_io.SPACING_SOURCES).
-      mm = float(crops["pixel_spacing"])
+      first = next(iter(crops.values()))
+      mm = float(first["pixel_spacing"])
       result["pixel_spacing"] = {"mm": round(mm, 4) if np.isfinite(mm) else None,
-                                 "source": crops.pop("spacing_source")}
+                                 "source": first["spacing_source"]}
+      for c in crops.values():
+        c.pop("spacing_source")
     except dicom_io.StudyError as e:
       result["reason"] = str(e)
     except Exception as e:  # a bug on one study must not cost the others theirs
       result.update(status="error", reason=f"{path}: unexpected {type(e).__name__}: {e}")
     else:
       try:
-        bmd = model(crops)
+        bmd = {}
+        for m in models:
+          bmd.update(m(crops[repr(m.spec)]))
+        bmd = {v: bmd[v] for v in tscore.VERTEBRAE if v in bmd}
         source = "given" if given_sex else "DICOM header"
-        result.update(status="ok", bmd=bmd,
-                      **_scores(bmd, given_sex or header_sex(path), source, ref))
+        result.update(status="ok",
+                      **_scores(bmd, given_sex or header_sex(path), source, ref, fitted,
+                                recalibrate))
       except Exception as e:  # pylint: disable=broad-except
         result.update(status="error", reason=f"{path}: unexpected {type(e).__name__}: {e}")
     if out_dir and image is not None and lm is not None:
@@ -329,6 +405,21 @@ def predict_studies(workdir: str, paths, landmarks=None, sex=None, checkpoint: s
                                        _title(path, result),
                                        _overlay_path(out_dir, path, used),
                                        marked=_flagged_landmarks(flags_))
+      stem = os.path.splitext(result["overlay"])[0]
+      try:
+        if result["status"] == "ok" and sr:
+          from bmdjax import dicom_sr  # pylint: disable=import-outside-toplevel
+          run_names = [m.description if isinstance(w, Model) else
+                       f"{os.path.basename(os.path.normpath(os.fspath(w)))}: {m.description}"
+                       for w, m in zip(workdirs, models)]
+          result["sr"] = dicom_sr.write(result, path, np.asarray(lm, np.float64),
+                                        f"{stem}_sr.dcm", run_names)
+        if result["status"] == "ok" and fhir_json:
+          from bmdjax import fhir  # pylint: disable=import-outside-toplevel
+          result["fhir"] = fhir.write(result, f"{stem}_fhir.json", description)
+      except Exception as e:  # pylint: disable=broad-except  (the others still get theirs)
+        result.update(status="error", reason=f"{path}: writing the SR/FHIR output failed: "
+                      f"{type(e).__name__}: {e}")
     results.append(result)
   return results
 
@@ -345,16 +436,31 @@ def format_table(results: list[dict]) -> str:
       lines += [f"{r['status'].upper()} {r['reason']}"]
     else:
       sex = f"sex {r['sex']} ({r['sex_source']})" if r["sex"] else "sex unknown"
-      lines += [f"{r['study']}  [{sex}]",
-                f"  {'vertebra':<9}{'BMD g/cm2':>10}{'T-score':>9}  WHO category"]
-      for v, b in r["bmd"].items():
-        t = r["t_score"].get(v)
-        lines.append(f"  {v:<9}{b:>10.3f}" + (
-            f"{t:>9.2f}  {r['who_by_vertebra'][v]}" if t is not None else f"{'-':>9}  -"))
+      iv = r.get("intervals") or {}
+      level = f"{iv['level']:.0%} interval" if iv else "interval"
+      lines += [f"{r['study']}  [{sex}]" + ("  (recalibrated)" if r["recalibrated"] else ""),
+                f"  {'':<9}{'BMD g/cm2':>10}  {'(' + level + ')':<18}{'T-score':>8}  "
+                f"{'(' + level + ')':<16}"]
+      lum = r.get("lumbar") or {}
+      rows = [(v, b, r["t_score_reported"].get(v)) for v, b in r["bmd"].items()]
+      if lum.get("bmd") is not None:
+        rows.append((lumbar.LUMBAR, lum["bmd"], lum["t_score_reported"]))
+      for v, b, t in rows:
+        bi, ti = iv.get(v, {}).get("bmd"), iv.get(v, {}).get("t_score")
+        name = lum["vertebrae"] if v == lumbar.LUMBAR else v
+        lines.append(f"  {name:<9}{b:>10.3f}  {_span(bi, 3):<18}"
+                     f"{_num(t, '+.1f'):>8}  {_span(ti, 1, '+'):<16}")
+      for why in lum.get("excluded", []):
+        lines.append(f"  {why}")
       if r["who_category"]:
-        lines.append(f"  WHO category (lowest T-score): {r['who_category']}")
-      if r.get("note"):
-        lines.append(f"  note: {r['note']}")
+        lines.append(f"  WHO category ({lum['vertebrae']} T-score {lum['t_score_reported']:+.1f}"
+                     f"): {r['who_category']}")
+      if r.get("category_statement"):
+        lines.append(f"  {r['category_statement']}")
+      if r.get("screening"):
+        lines.append(f"  screening: {r['screening']['decision']}")
+      for note in r.get("notes", []):
+        lines.append(f"  note: {note}")
       if r.get("pixel_spacing"):
         mm = r["pixel_spacing"]["mm"]
         lines.append(f"  pixel spacing: {'unknown' if mm is None else f'{mm:.4f} mm'} "
@@ -375,11 +481,20 @@ def format_table(results: list[dict]) -> str:
   return "\n".join(lines)
 
 
+def _num(x, fmt):
+  return "-" if x is None else format(x, fmt)
+
+
+def _span(pair, digits, sign=""):
+  return "" if not pair else f"[{pair[0]:{sign}.{digits}f}, {pair[1]:{sign}.{digits}f}]"
+
+
 def define_flags():
   """Defined on demand so that importing this module (tests, other entry
   points) does not claim --workdir and friends."""
-  flags.DEFINE_string("workdir", None, "The bmdjax.train workdir (run.json, best/, "
-                      "checkpoints/).")
+  flags.DEFINE_multi_string("workdir", None, "The bmdjax.train workdir (run.json, best/, "
+                            "checkpoints/); repeat it to combine per-vertebra runs into "
+                            "L1-L4.")
   flags.DEFINE_string("landmarks", None, "landmarks.csv: image,x0,y0,...,x15,y15 in "
                       "pixels; `image` matches the end of each study's path. Without it "
                       "--landmark_workdir detects them.")
@@ -395,6 +510,16 @@ def define_flags():
                       "(sex,vertebra,mean,sd); default: the shipped table.")
   flags.DEFINE_integer("size", None, "Crop size the model was trained on; only needed "
                        "when the run's prepared dataset (prep.json) is gone.")
+  flags.DEFINE_float("level", conformal.DEFAULT_LEVEL, "Coverage of the prediction "
+                     "intervals (split-conformal on the runs' validation predictions).")
+  flags.DEFINE_float("target_sensitivity", screening.DEFAULT_SENSITIVITY, "Osteoporosis "
+                     "sensitivity on validation that fixes the 'refer for DXA' threshold.")
+  flags.DEFINE_bool("recalibrate", False, "Put predictions on the linear calibration line "
+                    "fitted on validation before T-scores, intervals and screening.")
+  flags.DEFINE_bool("sr", False, "Also write a DICOM Structured Report (TID 1500) per study "
+                    "to --out, referencing the source image.")
+  flags.DEFINE_bool("fhir", False, "Also write FHIR R5 Observations (JSON Bundle) per study "
+                    "to --out.")
 
 
 def main(argv):
@@ -408,7 +533,9 @@ def main(argv):
     results = predict_studies(FLAGS.workdir, paths, FLAGS.landmarks, FLAGS.sex,
                               FLAGS.checkpoint, FLAGS.reference, FLAGS.out, FLAGS.size,
                               FLAGS.landmark_workdir, FLAGS.keep_flagged,
-                              FLAGS.min_landmark_confidence)
+                              FLAGS.min_landmark_confidence, FLAGS.level,
+                              FLAGS.target_sensitivity, FLAGS.recalibrate, FLAGS.sr,
+                              FLAGS.fhir)
   except (FileNotFoundError, ValueError) as e:
     raise SystemExit(f"error: {e}") from None
   if FLAGS.json:

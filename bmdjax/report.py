@@ -17,7 +17,10 @@ import numpy as np
 import pandas as pd
 
 from bmdjax import cli
+from bmdjax import clinical
+from bmdjax import lumbar
 from bmdjax import metrics
+from bmdjax import model_card
 from bmdjax import plots
 from bmdjax import tscore
 
@@ -64,6 +67,8 @@ def validate_predictions(frame: pd.DataFrame, source: str = 'predictions'):
       raise ValueError(f'{source}: column {col} has non-numeric values '
                        f'({examples})')
     out[col] = num.astype(float)
+  for col in TRUE_COLUMNS:  # float32 DXA values: the same categories in memory and CSV
+    out[col] = out[col].round(clinical.TRUTH_DECIMALS)
   if out['patient_id'].isna().any():
     raise ValueError(f'{source}: column patient_id has empty cells (needed '
                      'to resample patients)')
@@ -89,9 +94,20 @@ def predicted_vertebrae(frame: pd.DataFrame) -> list:
           if f'pred_{v}' in frame and frame[f'pred_{v}'].notna().any()]
 
 
+def report_columns(frame: pd.DataFrame) -> list:
+  """Predicted vertebrae, then L1-L4 (bmdjax/lumbar.py) when >= 2 are predicted."""
+  return clinical.columns(frame)
+
+
 def vertebra_pairs(frame: pd.DataFrame, vertebra: str,
                    ref: tscore.Reference) -> metrics.Pairs:
-  """Truth and prediction of one vertebra in BMD and T-score units."""
+  """Truth and prediction of one vertebra (or L1-L4, ISCD-combined on each
+  side) in BMD and T-score units."""
+  if vertebra == lumbar.LUMBAR:
+    sex = frame['sex'].to_numpy()
+    true = lumbar.combine(lumbar.frame_bmd(frame, 'true_'), sex, ref)
+    pred = lumbar.combine(lumbar.frame_bmd(frame, 'pred_'), sex, ref)
+    return metrics.Pairs(true['bmd'], pred['bmd'], true['t'], pred['t'])
   true = frame[f'true_{vertebra}'].to_numpy(dtype=float)
   pred = frame[f'pred_{vertebra}'].to_numpy(dtype=float)
   sex = frame['sex'].to_numpy()
@@ -120,9 +136,16 @@ def evaluate_frame(frame, ref, vertebrae, samples=None, tag='') -> dict:
 
   samples: this frame's bootstrap samples per vertebra (or None for no ci).
   """
-  pairs = {v: vertebra_pairs(frame, v, ref) for v in vertebrae}
-  return metrics.evaluate_vertebrae(pairs, samples=samples, level=CI_LEVEL,
-                                    tag=tag)
+  verts = [v for v in vertebrae if v != lumbar.LUMBAR]
+  pairs = {v: vertebra_pairs(frame, v, ref) for v in verts}
+  out = metrics.evaluate_vertebrae(pairs, samples=samples, level=CI_LEVEL,
+                                   tag=tag)
+  if lumbar.LUMBAR in vertebrae:  # beside the vertebrae, never in their Avg
+    c = lumbar.LUMBAR
+    out[c] = metrics.vertebra_metrics(vertebra_pairs(frame, c, ref), f'{tag}{c}')
+    out[c]['ci'] = (metrics.intervals(samples[c], CI_LEVEL, f'{tag}{c}')
+                    if samples else None)
+  return out
 
 
 def _band_mask(age, band, last: bool):
@@ -134,19 +157,23 @@ def band_name(sex: str, band) -> str:
   return f'{sex}{band[0]:g}-{band[1]:g}'
 
 
-def strata(frame, ref, vertebrae, age_bands) -> dict:
-  """Table V: n, r, rmse, auc per vertebra (and avg) in each sex x age band.
-
-  Bands are [low, high), the last one [low, high]; rows outside all bands or
-  without age appear only in the overall metrics.
-  """
+def stratum_masks(frame, age_bands) -> dict:
+  """name -> row mask of each sex x age band: bands are [low, high), the
+  last one [low, high]; rows outside all bands or without age are in none."""
   age = frame['age'].to_numpy(dtype=float)
+  return {band_name(sex, band): (frame['sex'].to_numpy() == sex) & _band_mask(
+      age, band, i == len(age_bands) - 1)
+          for sex in tscore.SEXES for i, band in enumerate(age_bands)}
+
+
+def strata(frame, ref, vertebrae, age_bands) -> dict:
+  """Table V: n, r, rmse, auc per vertebra (L1-L4, avg) in each sex x age band."""
   out = {}
+  masks = stratum_masks(frame, age_bands)
   for sex in tscore.SEXES:
-    for i, band in enumerate(age_bands):
+    for band in age_bands:
       name = band_name(sex, band)
-      sel = (frame['sex'].to_numpy() == sex) & _band_mask(
-          age, band, i == len(age_bands) - 1)
+      sel = masks[name]
       sub = frame[sel]
       entry = dict(sex=sex, age_band=[band[0], band[1]],
                    n_rows=int(sel.sum()),
@@ -155,18 +182,25 @@ def strata(frame, ref, vertebrae, age_bands) -> dict:
                                         f'{name} {v}') for v in vertebrae}
       entry.update(per)
       entry['avg'] = metrics.average_metrics(
-          per, f'{name} avg', keys=metrics.STRATUM_KEYS)
+          {v: x for v, x in per.items() if v != lumbar.LUMBAR}, f'{name} avg',
+          keys=metrics.STRATUM_KEYS)
       out[name] = entry
   return out
 
 
-def ground_truth_pairs(frame) -> dict:
-  """Tables VI/VII: r and RMSE between DXA BMD of each pair of vertebrae.
+def ground_truth_pairs(frame, ref=None) -> dict:
+  """Tables VI/VII: r and RMSE between DXA BMD of each pair of vertebrae
+  (and DXA L1-L4 given a reference).
 
   A neighbouring vertebra's own DXA value is the natural reference a model's
   prediction should approach (rows where both are present).
   """
-  present = [v for v in VERTEBRAE if frame[f'true_{v}'].notna().sum() >= 2]
+  if ref is not None:
+    frame = frame.copy()
+    frame[f'true_{lumbar.LUMBAR}'] = lumbar.combine(
+        lumbar.frame_bmd(frame, 'true_'), frame['sex'].to_numpy(), ref)['bmd']
+  present = [v for v in VERTEBRAE + (lumbar.LUMBAR,)
+             if f'true_{v}' in frame and frame[f'true_{v}'].notna().sum() >= 2]
   out = {'r': {}, 'rmse': {}, 'n': {}}
   for a in present:
     for key in out:
@@ -217,7 +251,8 @@ def _delta(model, base, samples_m, samples_b, vertebrae):
   for v in vertebrae + ['avg']:
     sm = sb = None
     if samples_m:
-      pick = vertebrae if v == 'avg' else [v]
+      pick = ([x for x in vertebrae if x != lumbar.LUMBAR] if v == 'avg'
+              else [v])
       sm = metrics.average_samples([samples_m[x] for x in pick])
       sb = metrics.average_samples([samples_b[x] for x in pick])
     out[v] = {}
@@ -246,14 +281,15 @@ def compute_metrics(frame, *, reference=None,
   """Everything in metrics.json, as a dict (no files written)."""
   frame = validate_predictions(frame, 'predictions').reset_index(drop=True)
   ref = resolve_reference(reference)
-  vertebrae = predicted_vertebrae(frame)
-  if not vertebrae:
+  if not predicted_vertebrae(frame):
     raise ValueError('predictions: every pred_Lk column is empty')
+  vertebrae = report_columns(frame)
   base = None
   base_verts = []
   if baseline_predictions is not None:
     base = _with_truth(frame, align_baseline(frame, baseline_predictions))
-    base_verts = [v for v in vertebrae if base[f'pred_{v}'].notna().any()]
+    base_verts = [v for v in vertebrae if v == lumbar.LUMBAR or
+                  base[f'pred_{v}'].notna().any()]
     lacking = [v for v in vertebrae if v not in base_verts]
     if lacking:
       warnings.warn(f'baseline has no predictions for {", ".join(lacking)}; '
@@ -270,7 +306,7 @@ def compute_metrics(frame, *, reference=None,
                        title)}
   out.update(evaluate_frame(frame, ref, vertebrae, samples_m))
   out['strata'] = strata(frame, ref, vertebrae, age_bands)
-  out['vertebra_pairs'] = ground_truth_pairs(frame)
+  out['vertebra_pairs'] = ground_truth_pairs(frame, ref)
   if base is not None and base_verts:
     bm = evaluate_frame(base, ref, base_verts, samples_b, 'baseline ')
     model_sub = {v: out[v] for v in base_verts}
@@ -286,7 +322,9 @@ def _meta(frame, ref, vertebrae, age_bands, bootstrap, seed, title):
       title=title,
       n_rows=int(len(frame)),
       n_patients=int(frame['patient_id'].nunique()),
-      vertebrae=list(vertebrae),
+      vertebrae=[v for v in vertebrae if v != lumbar.LUMBAR],
+      columns=list(vertebrae),
+      lumbar=lumbar.METHOD if lumbar.LUMBAR in vertebrae else None,
       reference=dict(source=ref.source, table={
           f'{s}_{v}': list(ms) for (s, v), ms in sorted(ref.table.items())}),
       thresholds=dict(osteoporosis_t=metrics.OSTEOPOROSIS_T,
@@ -354,7 +392,8 @@ def _intro(result) -> list:
           f'{meta["n_rows"]} images of {meta["n_patients"]} patients; '
           f'vertebrae {", ".join(meta["vertebrae"])}. T-scores from: '
           f'{meta["reference"]["source"]}. Avg = mean of the per-vertebra '
-          f'values. {ci}', '']
+          f'values. {ci}', ''] + (
+              [f'{lumbar.LUMBAR}: {meta["lumbar"]}', ''] if meta.get('lumbar') else [])
 
 
 def _table_i(result, cols) -> list:
@@ -404,7 +443,7 @@ def _table_v(result, cols) -> list:
 
 def render_tables(result: dict) -> str:
   """tables.md: the paper's tables, from a compute_metrics result."""
-  cols = result['meta']['vertebrae'] + ['avg']
+  cols = result['meta']['columns'] + ['avg']
   out = _intro(result)
   out += _table_i(result, cols)
   out += _agreement_table(result, cols)
@@ -413,13 +452,16 @@ def render_tables(result: dict) -> str:
   out += _pairs_tables(result)
   if 'age_sex_baseline' in result:
     out += _baseline_table(result)
+  if 'clinical' in result:
+    out += clinical.render(result['clinical'])
+    out += ['', model_card.render(result)]
   return '\n'.join(out)
 
 
 def _pairs_tables(result) -> list:
   p = result['vertebra_pairs']
   verts = list(p['r'])
-  model = result['meta']['vertebrae']
+  model = result['meta']['columns']
   out = []
   for key, title, name in (('r', 'Table VI: R-value between vertebrae (DXA)',
                             'R-value'),
@@ -476,15 +518,23 @@ def write_plots(frame, out_dir, ref, vertebrae) -> list:
 
 def write_report(predictions: pd.DataFrame, out_dir, *, reference=None,
                  age_bands=DEFAULT_AGE_BANDS, bootstrap=1000, seed=0,
-                 baseline_predictions=None, title='') -> dict:
+                 baseline_predictions=None, title='', clinical_fit=None,
+                 validation=None, recalibrate=False, model_info=None) -> dict:
   """Writes metrics.json, tables.md and the PNGs into out_dir; returns the
   metrics dict.
 
   reference: a tscore.Reference, a CSV path, or None (shipped default).
   Undefined metrics are None; their UndefinedMetricWarnings are re-issued
-  once each and listed under "warnings" in metrics.json.
+  once each and listed under "warnings" in metrics.json. clinical_fit
+  (bmdjax.clinical.fit on `validation`) adds the "clinical" section
+  (intervals, calibration, screening), calibration plots and the model card
+  (model_card.md; model_info: what model_card.render shows about the run);
+  with recalibrate every table is of the recalibrated predictions.
   """
   os.makedirs(out_dir, exist_ok=True)
+  raw = predictions
+  if clinical_fit is not None and recalibrate:
+    predictions = clinical.recalibrated(predictions, clinical_fit)
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter('always')
     result = compute_metrics(
@@ -494,7 +544,16 @@ def write_report(predictions: pd.DataFrame, out_dir, *, reference=None,
     frame = validate_predictions(predictions).reset_index(drop=True)
     ref = resolve_reference(reference)
     result['meta']['figures'] = write_plots(frame, out_dir, ref,
-                                            result['meta']['vertebrae'])
+                                            result['meta']['columns'])
+    if clinical_fit is not None:
+      result['clinical'] = clinical.evaluate_split(
+          validate_predictions(raw), clinical_fit, ref, recalibrate=recalibrate,
+          strata=stratum_masks(frame, age_bands), bootstrap=bootstrap, seed=seed,
+          validation=validation)
+      result['meta']['figures'] += [os.path.basename(plots.calibration_plot(
+          c['calibration'], os.path.join(out_dir, f'calibration_{name}.png'), name))
+          for name, c in result['clinical']['columns'].items()]
+      result['model_card'] = model_card.card(result, model_info or {})
   seen = []
   for w in caught:
     msg = str(w.message)
@@ -507,6 +566,9 @@ def write_report(predictions: pd.DataFrame, out_dir, *, reference=None,
     json.dump(result, f, indent=1, allow_nan=False)
   with open(os.path.join(out_dir, 'tables.md'), 'w', encoding='utf-8') as f:
     f.write(render_tables(result))
+  if 'model_card' in result:
+    with open(os.path.join(out_dir, 'model_card.md'), 'w', encoding='utf-8') as f:
+      f.write(model_card.render(result))
   return result
 
 

@@ -10,6 +10,7 @@ the columns `sex,vertebra,mean,sd` (lines starting with `#` are comments; a
 """
 
 import dataclasses
+import decimal
 import functools
 import importlib.resources
 import os
@@ -22,6 +23,8 @@ VERTEBRAE = ('L1', 'L2', 'L3', 'L4')
 SEXES = ('M', 'F')
 OSTEOPOROSIS_T = -2.5
 OSTEOPENIA_T = -1.0
+WHO_CATEGORIES = ('normal', 'osteopenia', 'osteoporosis')  # by falling T
+T_DECIMALS = 12
 REFERENCE_COLUMNS = ('sex', 'vertebra', 'mean', 'sd')
 
 _SEX_ALIASES = {
@@ -166,7 +169,10 @@ def t_score(bmd, sex, vertebra, ref: Reference | None = None) -> np.ndarray:
   stats = np.array([ref.mean_sd(*k.split('|')) for k in uniq]).reshape(-1, 2)
   mean = stats[inv, 0].reshape(bmd.shape)
   sd = stats[inv, 1].reshape(bmd.shape)
-  out = (bmd - mean) / sd
+  # Rounded to 1e-12: a BMD exactly at a WHO boundary (0.640 g/cm2 is T -2.5 for
+  # a woman's L1) must classify as the definition says, not as float error does
+  # ((0.640 - 0.960) / 0.128 = -2.4999999999999996).
+  out = np.round((bmd - mean) / sd, T_DECIMALS)
   return out if out.ndim else float(out)
 
 
@@ -180,3 +186,18 @@ def who_category(t):
   out = out.astype(object)
   out[np.isnan(arr)] = None
   return out if out.ndim else out.item()
+
+
+def reported_t(t: float) -> float:
+  """T-score as a report prints it: one decimal (ISCD), half away from zero.
+
+  Wherever a T-score is shown next to its category (predict's table, overlay,
+  SR, FHIR) the category is taken from this value, so "-1.0" never reads
+  "normal" and "-2.5" never reads "osteopenia". Decimal of the shortest repr
+  rounds -0.95 to -1.0 (float rounding would give -0.9).
+  """
+  if t is None or not np.isfinite(t):
+    return float('nan')
+  d = decimal.Decimal(repr(float(t))).quantize(decimal.Decimal('0.1'),
+                                               rounding=decimal.ROUND_HALF_UP)
+  return float(d) + 0.0  # -0.0 -> 0.0

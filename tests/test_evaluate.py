@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from bmdjax import evaluate
 from configs.common import VERTEBRAE
@@ -16,7 +17,10 @@ def test_evaluate_writes_the_report(tiny_run):
   predictions = pd.read_csv(report / "predictions.csv")
   expected = (["patient_id", "image", "sex", "age"] + [f"true_{v}" for v in VERTEBRAE]
               + ["pred_L1"])
-  assert list(predictions.columns) == expected
+  assert list(predictions.columns[:len(expected)]) == expected
+  # Intervals and the referral flag, calibrated on the stored validation predictions.
+  assert {"lo_L1", "hi_L1", "lo_t_L1", "hi_t_L1", "refer_dxa"} <= set(predictions.columns)
+  assert (workdir / "calibration" / "predictions_validation.csv").is_file()
   manifest = pd.read_csv(config.data.dir + "/manifest.csv")
   assert len(predictions) == ((manifest.split == "test") & (manifest.status == "ok")).sum()
   assert predictions["pred_L1"].notna().all()
@@ -28,6 +32,18 @@ def test_evaluate_writes_the_report(tiny_run):
   assert metrics["L1"]["rmse"] == on_disk["L1"]["rmse"]
   assert "age+sex" in (report / "tables.md").read_text().lower()
   assert (report / "fit_L1.png").stat().st_size > 0
+  clin = on_disk["clinical"]["columns"]["L1"]
+  assert list(on_disk["clinical"]["columns"]) == ["L1"]  # one vertebra: no L1-L4
+  q = clin["q_bmd"]
+  if q is not None:  # finite: enough validation studies for 90%
+    np.testing.assert_allclose(predictions["hi_L1"] - predictions["pred_L1"], q, atol=1e-4)
+    inside = ((predictions.true_L1 >= predictions.lo_L1) &
+              (predictions.true_L1 <= predictions.hi_L1))[predictions.true_L1.notna()]
+    assert clin["coverage"]["coverage_bmd"] == pytest.approx(inside.mean(), abs=1e-4)
+  assert set(clin["calibration"]) == {"before", "after", "deciles_before", "deciles_after"}
+  assert (report / "calibration_L1.png").stat().st_size > 0
+  card = (report / "model_card.md").read_text()
+  assert "Intended use" in card and "SYNTHETIC" in card
 
 
 def test_age_sex_baseline_recovers_a_known_linear_rule():

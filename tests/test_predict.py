@@ -75,7 +75,9 @@ def test_predictions_match_evaluation(screened, studies, evaluated, cohort_dir):
     assert result["sex_source"] == "DICOM header"
     t = tscore.t_score(result["bmd"]["L1"], result["sex"], "L1", ref)
     assert result["t_score"]["L1"] == pytest.approx(t)
-    assert result["who_category"] == tscore.who_category(t)
+    # One vertebra: ISCD forbids a category (it comes from L1-L4 only).
+    assert result["who_category"] is None and result["lumbar"] is None
+    assert any("ISCD" in note for note in result["notes"])
     assert os.path.getsize(result["overlay"]) > 0
   json.dumps(screened)  # machine-readable as is
 
@@ -91,7 +93,7 @@ def test_unusable_studies_are_refused_with_reasons(screened, studies):
     assert result["status"] == "refused" and "bmd" not in result
     assert bad[name] in result["reason"] and why in result["reason"], result["reason"]
   text = predict.format_table(screened)
-  assert "REFUSED" in text and "WHO category" in text
+  assert "REFUSED" in text and "ISCD" in text
 
 
 def test_missing_landmarks_say_what_is_needed(tiny_run, studies):
@@ -126,6 +128,45 @@ def test_cli_json(tiny_run, studies, screened, tmp_path):
   ok, refused = json.loads(proc.stdout)
   assert ok["status"] == "ok" and ok["sex"] == "M" and ok["sex_source"] == "given"
   assert ok["bmd"]["L1"] == pytest.approx(screened[0]["bmd"]["L1"], abs=1e-5)
-  assert ok["who_category"] == tscore.who_category(ok["t_score"]["L1"])
+  assert ok["who_category"] is None
   assert os.path.isfile(ok["overlay"])
   assert refused["status"] == "refused" and bad["notes.txt"] in refused["reason"]
+
+
+def test_same_vertebra_from_two_runs_is_refused(tiny_run, studies):
+  _, workdir, _ = tiny_run
+  good, _, landmarks, _ = studies
+  with pytest.raises(ValueError, match="L1 is predicted by both"):
+    predict.predict_studies([str(workdir), str(workdir)], good[:1], landmarks=landmarks)
+
+
+def test_evaluated_run_gives_intervals_referral_sr_and_fhir(tiny_run, studies, tmp_path):
+  """After bmdjax.evaluate stored the validation predictions, predict shows the
+  interval calibrated on them, the referral, and writes SR and FHIR files."""
+  from fhir.resources.bundle import Bundle  # pylint: disable=import-outside-toplevel
+  from bmdjax import clinical, dicom_sr, evaluate  # pylint: disable=import-outside-toplevel
+  config, workdir, _ = tiny_run
+  evaluate.evaluate(config, str(workdir), split="test", out_dir=str(tmp_path / "report"),
+                    bootstrap=0)
+  good, _, landmarks, _ = studies
+  (result,) = predict.predict_studies(str(workdir), good[:1], landmarks=landmarks,
+                                      out_dir=str(tmp_path / "out"), sr=True, fhir_json=True,
+                                      level=0.5)
+  assert result["status"] == "ok", result
+  fitted = clinical.fit_runs([str(workdir)], level=0.5)
+  q = fitted["raw"]["L1"]["q_bmd"]
+  lo, hi = result["intervals"]["L1"]["bmd"]
+  assert hi - lo == pytest.approx(2 * q, abs=1e-3) and lo < result["bmd"]["L1"] < hi
+  assert result["screening"]["column"] == "L1"
+  thr = fitted["raw"]["L1"]["screening_threshold_t"]
+  if thr is None:  # no osteoporosis among the tiny validation split: no threshold
+    assert result["screening"]["refer_dxa"] is None
+    assert "no screening decision" in result["screening"]["decision"]
+  else:
+    assert result["screening"]["refer_dxa"] == (result["t_score"]["L1"] <= thr)
+  values = dicom_sr.read_values(result["sr"])
+  assert values[("L1 vertebra", "38263-6")]["value"] == pytest.approx(result["bmd"]["L1"])
+  with open(result["fhir"]) as f:
+    Bundle.model_validate(json.load(f))
+  text = predict.format_table([result])
+  assert "50% interval" in text and "screening:" in text

@@ -15,7 +15,7 @@ import re
 import pydicom
 import pytest
 
-from bmdjax import evaluate, predict
+from bmdjax import dicom_sr, evaluate, predict
 
 # Free-text and identifying elements of a radiograph header.
 PHI_FIELDS = ("PatientName", "PatientID", "OtherPatientIDs", "PatientBirthDate",
@@ -72,8 +72,9 @@ def _found(needle: bytes, pattern: re.Pattern, data: bytes, lower: bytes) -> boo
   return needle in lower and bool(pattern.search(data))
 
 
-def scan(roots, phi: set) -> list:
-  """[(file, PHI string)] for every hit in the files and file names under roots."""
+def scan(roots, phi: set, skip=lambda path: False) -> list:
+  """[(file, PHI string)] for every hit in the files and file names under roots
+  (files for which `skip(path)` holds are left out)."""
   long = [(s, s.lower().encode(), _pattern(s)) for s in phi if len(s) >= MIN_RAW]
   short = [(s, s.lower().encode(), _pattern(s)) for s in phi if len(s) < MIN_RAW]
   hits = []
@@ -81,6 +82,8 @@ def scan(roots, phi: set) -> list:
     for folder, _, files in os.walk(root):
       for name in files:
         path = os.path.join(folder, name)
+        if skip(path):
+          continue
         rel = os.path.relpath(path, root).encode()
         data = open(path, "rb").read()
         try:
@@ -117,18 +120,55 @@ def outputs(prepared_dir, tiny_run, cohort_dir, tmp_path_factory):
   studies = sorted(os.listdir(cohort_dir / "dicom"))[:2]
   results = predict.predict_studies(
       str(workdir), [str(cohort_dir / "dicom" / s) for s in studies],
-      landmarks=str(cohort_dir / "landmarks.csv"), out_dir=str(out / "predict"))
-  assert all(r["status"] == "ok" for r in results)
+      landmarks=str(cohort_dir / "landmarks.csv"), out_dir=str(out / "predict"),
+      sr=True, fhir_json=True)
+  assert all(r["status"] == "ok" for r in results), results
   (out / "predict" / "results.json").write_text(json.dumps(results))
   (out / "predict" / "table.txt").write_text(predict.format_table(results))
   return {"prep": prepared_dir, "train": workdir, "report": out / "report",
           "predict": out / "predict"}
 
 
+def _is_sr(path: str) -> bool:
+  return path.endswith("_sr.dcm")
+
+
 @pytest.mark.parametrize("stage", ["prep", "train", "report", "predict"])
 def test_outputs_carry_no_phi(stage, outputs, phi):
-  hits = scan([outputs[stage]], phi)
+  """Everything but the DICOM SRs (which must identify their image, below)."""
+  hits = scan([outputs[stage]], phi, skip=_is_sr)
   assert not hits, f"PHI written by {stage}: {hits[:10]}"
+  if stage == "predict":  # the FHIR bundles and overlays were scanned too
+    names = os.listdir(outputs[stage])
+    assert any(n.endswith("_fhir.json") for n in names)
+    assert any(n.endswith(".png") for n in names)
+
+
+def test_sr_carries_exactly_the_fields_that_reference_its_image(outputs, phi, cohort_dir):
+  """An SR holds the source's SR_COPIED_FIELDS and the image reference (SOP
+  Class/Instance, Series UIDs) and no other PHI of any study."""
+  srs = [os.path.join(outputs["predict"], n) for n in os.listdir(outputs["predict"])
+         if _is_sr(n)]
+  assert len(srs) == 2
+  for path in srs:
+    stem = os.path.basename(path)[:-len("_sr.dcm")]
+    src = pydicom.dcmread(cohort_dir / "dicom" / f"{stem}.dcm", stop_before_pixels=True)
+    allowed = set()
+    for field in dicom_sr.SR_COPIED_FIELDS + ("SOPInstanceUID", "SeriesInstanceUID"):
+      value = str(src.get(field, "")).strip()
+      if value:
+        allowed.add(value)
+        if src.data_element(field).VR == "PN":  # its parts and spellings
+          allowed |= {p for p in phi if p.lower() in value.lower()}
+    allowed.add(src.file_meta.MediaStorageSOPInstanceUID)
+    hits = [(f, s) for f, s in scan([os.path.dirname(path)], phi - allowed,
+                                    skip=lambda p, keep=path: p != keep)]
+    assert not hits, f"PHI in the SR beyond what references its image: {hits[:10]}"
+    # Positive control: the identifying fields it must carry are there.
+    copied = {str(src.PatientID), str(src.SOPInstanceUID), str(src.StudyInstanceUID)}
+    found = {s for _, s in scan([os.path.dirname(path)], copied,
+                                skip=lambda p, keep=path: p != keep)}
+    assert found == copied
 
 
 def test_scan_sees_inside_shards_and_reports(outputs, cohort_dir):

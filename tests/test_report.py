@@ -20,7 +20,7 @@ VERTEBRA_KEYS = set(metrics.METRIC_KEYS) | {'ci'}
 STRATUM_KEYS = {'n', 'n_osteoporosis', 'r', 'rmse', 'auc'}
 META_KEYS = {'title', 'n_rows', 'n_patients', 'vertebrae', 'reference',
              'thresholds', 'bootstrap', 'seed', 'ci_level', 'age_bands',
-             'figures'}
+             'figures', 'columns', 'lumbar'}
 
 
 def synthetic_predictions(n=300, seed=0, verts=VERTS):
@@ -84,21 +84,21 @@ def test_metrics_json_has_exactly_the_documented_keys(full_report):
   out, result = full_report
   data = _strict_load(out / 'metrics.json')
   assert data == result
-  assert set(data) == {'meta', *VERTS, 'avg', 'strata', 'vertebra_pairs',
-                       'warnings', 'age_sex_baseline'}
+  assert set(data) == {'meta', *VERTS, 'L1-L4', 'avg', 'strata',
+                       'vertebra_pairs', 'warnings', 'age_sex_baseline'}
   assert set(data['meta']) == META_KEYS
-  for v in VERTS + ('avg',):
+  for v in VERTS + ('L1-L4', 'avg'):
     assert set(data[v]) == VERTEBRA_KEYS, v
     assert set(data[v]['ci']) == set(metrics.CI_KEYS)
   assert len(data['strata']) == 8
   for name, s in data['strata'].items():
     assert set(s) == {'sex', 'age_band', 'n_rows', 'n_patients', *VERTS,
-                      'avg'}, name
-    for v in VERTS + ('avg',):
+                      'L1-L4', 'avg'}, name
+    for v in VERTS + ('L1-L4', 'avg'):
       assert set(s[v]) == STRATUM_KEYS
   assert set(data['vertebra_pairs']) == {'r', 'rmse', 'n'}
   base = data['age_sex_baseline']
-  assert set(base) == {*VERTS, 'avg', 'delta'}
+  assert set(base) == {*VERTS, 'L1-L4', 'avg', 'delta'}
   assert set(base['delta']['L2']['auc']) == {'model', 'baseline', 'value',
                                              'ci'}
 
@@ -145,7 +145,8 @@ def test_tables_md_has_the_tables(full_report):
 
 def test_pngs_written(full_report):
   out, data = full_report
-  names = [f'{k}_{v}.png' for v in VERTS for k in ('fit', 'bland_altman')]
+  names = [f'{k}_{v}.png' for v in VERTS + ('L1-L4',)
+           for k in ('fit', 'bland_altman')]
   names += ['roc.png', 'bmd_vs_age.png']
   assert sorted(data['meta']['figures']) == sorted(names)
   for name in names:
@@ -165,7 +166,7 @@ def test_one_vertebra_model(tmp_path):
   assert set(data['strata']['F60-70']) == {'sex', 'age_band', 'n_rows',
                                            'n_patients', 'L2', 'avg'}
   # Ground-truth pairs still cover all vertebrae.
-  assert set(data['vertebra_pairs']['r']) == set(VERTS)
+  assert set(data['vertebra_pairs']['r']) == set(VERTS) | {'L1-L4'}
   assert sorted(os.listdir(tmp_path)) == sorted([
       'bland_altman_L2.png', 'bmd_vs_age.png', 'fit_L2.png', 'metrics.json',
       'roc.png', 'tables.md'])

@@ -89,3 +89,20 @@ def test_normalize_sex_rejects_unknown_values():
       ['M', 'F', 'F', 'M'])
   with pytest.raises(ValueError, match="'O'"):
     tscore.normalize_sex(['M', 'O', np.nan])
+
+
+def test_boundary_bmd_classifies_as_defined():
+  """A DXA value exactly at T -2.5 is osteoporosis despite float error, also
+  when it went through float32 records and the report (truth rounded)."""
+  import pandas as pd  # pylint: disable=import-outside-toplevel
+  from bmdjax import report  # pylint: disable=import-outside-toplevel
+  ref = tscore.load_reference()
+  assert tscore.who_category(tscore.t_score(0.640, 'F', 'L1', ref)) == 'osteoporosis'
+  assert tscore.who_category(tscore.t_score(0.744, 'F', 'L2', ref)) == 'osteoporosis'
+  frame = pd.DataFrame({'patient_id': ['a', 'b'], 'image': ['a', 'b'], 'sex': ['F', 'F'],
+                        'age': [60, 60], 'true_L1': [0.9, 0.9],
+                        'true_L2': np.float32([0.744, 0.9]).astype(float),
+                        'true_L3': [0.9, 0.9], 'true_L4': [0.9, 0.9],
+                        'pred_L2': [0.7, 0.9]})
+  pairs = report.vertebra_pairs(report.validate_predictions(frame), 'L2', ref)
+  assert (pairs.true_t <= -2.5).tolist() == [True, False]
