@@ -24,8 +24,7 @@ import warnings
 
 import numpy as np
 
-OSTEOPOROSIS_T = -2.5
-OSTEOPENIA_T = -1.0
+from data_prep.schema import OSTEOPENIA_T, OSTEOPOROSIS_T  # noqa: F401
 RELATIVE_FRACTIONS = {'last10': 0.10, 'last20': 0.20}
 
 # Keys of the per-vertebra (and "avg") metric dict, in table order.
