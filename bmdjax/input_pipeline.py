@@ -199,12 +199,12 @@ def to_local(x: jax.Array) -> np.ndarray:
 
 
 class DeviceIterator:
-  """Keeps `depth` batches in flight to the devices, and checkpoints exactly.
+  """Keeps `depth` batches in flight to the devices.
 
-  The grain iterator runs ahead of training by the prefetch depth; the state
-  saved is the one after the last batch *consumed*, so a restore replays
-  nothing and skips nothing. Implements the get_state/set_state protocol of
-  grain's orbax CheckpointHandler.
+  The grain iterator runs ahead of training by the prefetch depth; a resumed
+  run `seek`s to the batch after the last one *consumed* (its step), so a
+  restore replays nothing and skips nothing. get_state/set_state follow
+  grain's iterator protocol.
   """
 
   def __init__(self, dataset: grain.IterDataset, sharding, depth: int = 2):

@@ -24,7 +24,7 @@ import warnings
 
 import numpy as np
 
-from bmdjax.tscore import OSTEOPENIA_T, OSTEOPOROSIS_T  # noqa: F401  (one home)
+from data_prep.schema import OSTEOPENIA_T, OSTEOPOROSIS_T  # noqa: F401
 
 RELATIVE_FRACTIONS = {'last10': 0.10, 'last20': 0.20}
 

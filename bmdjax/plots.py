@@ -6,6 +6,8 @@ takes plain arrays, computes what it draws with bmdjax.metrics (so a figure
 always agrees with metrics.json) and returns the path it wrote.
 """
 
+import textwrap
+
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -220,29 +222,54 @@ def _binned_means(bins, values, bin_width, min_count=5):
   return uniq[keep] + bin_width / 2, sums[keep] / counts[keep]
 
 
-def landmark_overlay(image, true, pred, path, title: str = '',
-                     edges=()) -> str:
-  """A radiograph with true (green) and detected (red) landmarks, each pair
-  joined by a yellow error line; `edges` draws both landmark graphs."""
+def radiograph_overlay(image, landmarks, path, title: str = '', *, true=None,
+                       marked=(), roi_boxes: bool = False, notice: str = '') -> str:
+  """A radiograph with its landmark graph: screening's view (`roi_boxes`: the
+  14 labelled ROI boxes, so a reader can check the model looked where it
+  should) and the detector's errors (`true`: true points green, detected red,
+  each pair joined by a yellow error line). Landmarks in `marked` (e.g.
+  flagged ones) are circled; `notice` is a red banner along the bottom (e.g.
+  research use only). The one drawer of landmarks on an image."""
+  from data_prep import rois  # pylint: disable=import-outside-toplevel
   image = np.asarray(image)
-  true, pred = np.asarray(true, float), np.asarray(pred, float)
+  pred = np.asarray(landmarks, float)
   h, w = image.shape
-  fig = Figure(figsize=(6, 6 * h / w), dpi=120)
+  fig = Figure(figsize=(8, 8 * h / w + 0.6), dpi=100)
   FigureCanvasAgg(fig)
-  ax = fig.add_axes([0, 0, 1, 0.94])
+  ax = fig.add_axes([0, 0, 1, 1 - 0.6 / (8 * h / w + 0.6)])
   ax.imshow(image, cmap='gray', vmin=0, vmax=1)
-  for a, b in edges:
-    ax.plot(*zip(true[a], true[b]), color='tab:green', lw=0.8, alpha=0.7)
-    ax.plot(*zip(pred[a], pred[b]), color='tab:red', lw=0.8, alpha=0.7)
-  for t, p in zip(true, pred):
-    ax.plot([t[0], p[0]], [t[1], p[1]], color='yellow', lw=1)
-  ax.scatter(true[:, 0], true[:, 1], s=14, c='tab:green', label='true', zorder=3)
-  ax.scatter(pred[:, 0], pred[:, 1], s=14, c='tab:red', label='detected', zorder=3)
+  graph = 'tab:red' if true is not None else 'yellow'
+  for a, b in rois.LANDMARK_EDGES:
+    ax.plot(*zip(pred[a], pred[b]), color=graph, lw=0.8 if true is not None else 1)
+  if true is not None:
+    true = np.asarray(true, float)
+    for a, b in rois.LANDMARK_EDGES:
+      ax.plot(*zip(true[a], true[b]), color='tab:green', lw=0.8, alpha=0.7)
+    for t, p in zip(true, pred):
+      ax.plot([t[0], p[0]], [t[1], p[1]], color='yellow', lw=1)
+    ax.scatter(true[:, 0], true[:, 1], s=14, c='tab:green', label='true', zorder=3)
+  ax.scatter(pred[:, 0], pred[:, 1], s=14, c='tab:red', zorder=3,
+             label='detected' if true is not None else None)
+  marked = list(marked)
+  if marked:
+    ax.scatter(pred[marked, 0], pred[marked, 1], s=160, facecolors='none',
+               edgecolors='orange', lw=2, zorder=4)
+  if roi_boxes:
+    centres, side, angle = rois.roi_boxes(pred)
+    for name, centre in zip(rois.ROI_NAMES, centres):
+      corners = rois.box_corners(centre, side, angle)
+      ax.fill(corners[:, 0], corners[:, 1], fill=False, edgecolor='cyan', lw=1)
+      ax.text(*corners[0], name, color='cyan', fontsize=7, va='bottom')
   ax.set_xlim(0, w)
   ax.set_ylim(h, 0)
   ax.axis('off')
-  ax.legend(loc='lower right', fontsize=7)
-  fig.suptitle(title, fontsize=8)
+  if true is not None:
+    ax.legend(loc='lower right', fontsize=7)
+  fig.suptitle(textwrap.fill(title, 110), fontsize=9)
+  if notice:
+    ax.text(0.5, 0.01, notice, transform=ax.transAxes, ha='center', va='bottom',
+            color='white', fontsize=13, weight='bold',
+            bbox=dict(facecolor='red', alpha=0.8, edgecolor='none'))
   fig.savefig(path, format='png')
   return str(path)
 
@@ -277,3 +304,9 @@ def calibration_plot(cal: dict, path, column: str = 'L1') -> str:
   _legend(ax, loc='upper left', fontsize=8)
   ax.grid(alpha=0.3)
   return _save(fig, path)
+
+
+def landmark_overlay(image, true, pred, path, title: str = '', edges=()) -> str:
+  """True (green) against detected (red) landmarks (radiograph_overlay)."""
+  del edges  # the landmark graph is rois.LANDMARK_EDGES
+  return radiograph_overlay(image, pred, path, title, true=true)

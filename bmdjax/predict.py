@@ -55,7 +55,6 @@ import json
 import os
 import re
 import sys
-import textwrap
 
 from absl import app, flags
 import jax
@@ -228,37 +227,11 @@ def _overlay_path(out_dir: str, path: str, used: set) -> str:
 
 def draw_overlay(image: np.ndarray, landmarks: np.ndarray, title: str, out: str,
                  marked=()) -> str:
-  """The radiograph with the landmark graph and the 14 labelled ROI boxes, so a
-  reader can check the model looked where it should; landmarks in `marked`
-  (e.g. flagged ones) are circled."""
-  from matplotlib.backends.backend_agg import FigureCanvasAgg
-  from matplotlib.figure import Figure
-  h, w = image.shape
-  fig = Figure(figsize=(8, 8 * h / w + 0.6), dpi=100)
-  FigureCanvasAgg(fig)
-  ax = fig.add_axes([0, 0, 1, 1 - 0.6 / (8 * h / w + 0.6)])
-  ax.imshow(image, cmap="gray", vmin=0, vmax=1)
-  for a, b in rois.LANDMARK_EDGES:
-    ax.plot(*zip(landmarks[a], landmarks[b]), color="yellow", lw=1)
-  ax.scatter(landmarks[:, 0], landmarks[:, 1], s=12, c="red", zorder=3)
-  marked = list(marked)
-  if marked:
-    ax.scatter(landmarks[marked, 0], landmarks[marked, 1], s=160, facecolors="none",
-               edgecolors="orange", lw=2, zorder=4)
-  centres, side, angle = rois.roi_boxes(landmarks)
-  for name, centre in zip(rois.ROI_NAMES, centres):
-    corners = rois.box_corners(centre, side, angle)
-    ax.fill(corners[:, 0], corners[:, 1], fill=False, edgecolor="cyan", lw=1)
-    ax.text(*corners[0], name, color="cyan", fontsize=7, va="bottom")
-  ax.set_xlim(0, w)
-  ax.set_ylim(h, 0)
-  ax.axis("off")
-  fig.suptitle(textwrap.fill(title, 110), fontsize=9)
-  ax.text(0.5, 0.01, OVERLAY_NOTICE, transform=ax.transAxes, ha="center", va="bottom",
-          color="white", fontsize=13, weight="bold",
-          bbox=dict(facecolor="red", alpha=0.8, edgecolor="none"))
-  fig.savefig(out)
-  return out
+  """The radiograph with the landmark graph and the 14 labelled ROI boxes;
+  landmarks in `marked` (e.g. flagged ones) are circled."""
+  from bmdjax import plots  # pylint: disable=import-outside-toplevel  (matplotlib)
+  return plots.radiograph_overlay(image, landmarks, out, title, marked=marked,
+                                  roi_boxes=True, notice=OVERLAY_NOTICE)
 
 
 def _title(path: str, result: dict) -> str:

@@ -12,12 +12,10 @@ Every module that reads or writes a run goes through these names and functions.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 
 from absl import logging
-import grain
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
@@ -70,51 +68,35 @@ def all_finite(tree):
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-def save_checkpoint(mngr, state, data_iter, force=False):
+def save_checkpoint(mngr, state, force=False):
+  """Model, optimizer and step. The data iterator's position is not saved: it
+  is the step (input_pipeline.train_dataset makes it so in every topology)."""
   mngr.save(int(state["step"]), args=ocp.args.Composite(
       model=ocp.args.PyTreeSave({"params": state["params"], "rest": state["rest"]}),
-      opt=ocp.args.PyTreeSave({"opt": state["opt"], "step": state["step"]}),
-      data=grain.checkpoint.CheckpointSave(data_iter)), force=force)
-
-
-def saved_process_count(mngr, step: int) -> int | None:
-  """How many processes wrote the data-iterator state of checkpoint `step`."""
-  names = glob.glob(os.path.join(str(mngr.directory), str(step), "data", "process_*-of-*.json"))
-  counts = {int(n.rsplit("-of-", 1)[1][:-len(".json")]) for n in names}
-  return counts.pop() if len(counts) == 1 else None
+      opt=ocp.args.PyTreeSave({"opt": state["opt"], "step": state["step"]})), force=force)
 
 
 def restore_checkpoint(mngr, state, data_iter, step: int | None = None):
   """Restores checkpoint `step` (default: the latest) into the shardings of
-  `state` (the current mesh), whatever the number of devices it was saved
-  from: the state is replicated plain arrays. The data iterator's state is one
-  file per process; if the process count changed, the iterator is instead set
-  to the position the step implies, which `input_pipeline.train_dataset` makes
-  the same in every topology: exact as long as batch_size and shuffle_seed are
+  `state` (the current mesh), whatever the number of devices or processes it
+  was saved from: the state is replicated plain arrays. `data_iter` is moved to
+  the position the step implies, the same in every topology: the run goes on
+  exactly where it stopped as long as batch_size and input.shuffle_seed are
   unchanged."""
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
   step = mngr.latest_step() if step is None else step
   def target(tree):  # restore_args: the shardings asked for, not the ones saved
     return ocp.args.PyTreeRestore(
         tree, restore_args=ocp.checkpoint_utils.construct_restore_args(tree))
-  items = dict(model=target({"params": abstract["params"], "rest": abstract["rest"]}),
-               opt=target({"opt": abstract["opt"], "step": abstract["step"]}))
-  saved_by = saved_process_count(mngr, step)
-  if saved_by == jax.process_count():
-    items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
-  restored = mngr.restore(step, args=ocp.args.Composite(**items))
+  restored = mngr.restore(step, args=ocp.args.Composite(
+      model=target({"params": abstract["params"], "rest": abstract["rest"]}),
+      opt=target({"opt": abstract["opt"], "step": abstract["step"]})))
   state = {**restored["model"], **restored["opt"]}
   if int(state["step"]) != step:
     raise ValueError(f"holds step {int(state['step'])}, not {step}")
   if not bool(all_finite(state["params"])):
     raise ValueError("holds non-finite parameters")
-  if saved_by != jax.process_count():
-    logging.warning(
-        "checkpoint %d was written by %s processes, this run has %d: model and optimizer "
-        "restored; the data order continues from step %d as the step implies (exact if "
-        "batch_size and input.shuffle_seed are unchanged)", step, saved_by,
-        jax.process_count(), int(state["step"]))
-    data_iter.seek(int(state["step"]))
+  data_iter.seek(int(state["step"]))
   return state
 
 

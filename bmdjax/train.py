@@ -44,7 +44,7 @@ from tqdm import tqdm
 from bmdjax import cli, config_lib, distributed, inference, input_pipeline, preemption, runs, tasks
 # Checkpointing lives in bmdjax.runs; these names are kept for callers.
 from bmdjax.runs import (all_finite, restore_checkpoint, restore_latest_good,  # noqa: F401
-                         save_checkpoint, saved_process_count)
+                         save_checkpoint)
 
 FLAGS = flags.FLAGS
 
@@ -248,7 +248,7 @@ def train_and_evaluate(config, workdir: str, stop_after_steps: int | None = None
       stop_now = stop_request.should_stop(sync_point=log_step)
       if step % config.checkpoint_every_steps == 0 or step == end or stop_now:
         check_finite(step)
-        save_checkpoint(mngr, state, train_iter, force=step == end or stop_now)
+        save_checkpoint(mngr, state, force=step == end or stop_now)
       if stop_now:
         preempted = stop_request.local or "a stop on another process"
         tqdm.write(f"{preempted}: stopped at step {step} with a checkpoint in "

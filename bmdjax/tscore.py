@@ -19,10 +19,9 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-VERTEBRAE = ('L1', 'L2', 'L3', 'L4')
+from data_prep.schema import OSTEOPENIA_T, OSTEOPOROSIS_T, VERTEBRAE  # noqa: F401
+
 SEXES = ('M', 'F')
-OSTEOPOROSIS_T = -2.5
-OSTEOPENIA_T = -1.0
 WHO_CATEGORIES = ('normal', 'osteopenia', 'osteoporosis')  # by falling T
 T_DECIMALS = 12
 REFERENCE_COLUMNS = ('sex', 'vertebra', 'mean', 'sd')

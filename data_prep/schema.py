@@ -6,6 +6,7 @@ SPLITS = ("train", "validation", "test")
 # Sex as stored in the prepared records (int) and back (SEX_NAMES[code]).
 SEXES = {"F": 0, "M": 1}
 SEX_NAMES = tuple(sorted(SEXES, key=SEXES.get))
-# WHO: osteoporosis at a T-score of -2.5 or lower (bmdjax.tscore; splits are
-# stratified by it).
+# WHO categories by T-score: osteoporosis at -2.5 or lower, osteopenia at -1 or
+# lower (bmdjax.tscore, bmdjax.metrics; splits are stratified by osteoporosis).
 OSTEOPOROSIS_T = -2.5
+OSTEOPENIA_T = -1.0
