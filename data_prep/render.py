@@ -22,10 +22,10 @@ BONE = dict(
     bone_mu=0.009,            # attenuation per mm of bone at density 1
     spine_depth=0.5,         # vertebral bodies: AP depth / width, partial volume
     trabecular_density=0.5,   # times exp(density_alpha * d)
-    density_alpha=0.5,
+    density_alpha=0.6,
     cortical_density=1.6,
     cortical_mm=1.1,          # times exp(cortical_alpha * d)
-    cortical_alpha=0.2,
+    cortical_alpha=0.25,
     texture_amplitude=0.25,   # times exp(texture_alpha * d), trabecular texture
     texture_alpha=0.1,
     texture_mm=(0.8, 2.0),    # fine and coarse (porous) texture scales
@@ -177,7 +177,7 @@ def soft_tissue(grid: Grid, an: anat.Anatomy) -> tuple[np.ndarray, np.ndarray]:
   band = sig((np.where(right, 22.0, 20.0) + widen - ax) / 2.5) * sig((qy - an.apex_y + 30) / 5.0)
   hil = sum(sig((14.0 - np.hypot(qx - s * 50.0, qy - an.carina_y - 25.0)) / 4.0) for s in (-1, 1))
   # Lung wraps in front of and behind the heart: it stays partly lucent.
-  medi = np.maximum(np.maximum(band, knob), 0.6 * heart)
+  medi = np.maximum(np.maximum(band, knob), 0.8 * heart)
   lung = (sig((env - ax) / 2.0) * sig((qy - an.apex_y) / 3.0) * sig((dia - qy) / 1.5)
           * (1 - medi))
   depth = (0.75 + 0.25 * np.clip((qy - an.apex_y - 20) / 150, 0, 1)) * np.sqrt(
