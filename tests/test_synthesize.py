@@ -11,7 +11,7 @@ import pydicom
 import pytest
 from scipy import ndimage
 
-from data_prep import dicom_io, rois
+from data_prep import anatomy, dicom_io, film_processing, rois
 from data_prep import synthesize as syn
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -130,6 +130,96 @@ def test_render_is_deterministic_and_landmarks_inside():
   assert (lm[0:3, 0] < lm[3:6, 0]).all() and (lm[6:10, 0] < lm[10:14, 0]).all()
   assert lm[14, 1] < lm[0, 1] < lm[6, 1] < lm[9, 1] < lm[15, 1] + 20
   assert (np.diff(lm[6:10, 1]) > 0).all() and (np.diff(lm[10:14, 1]) > 0).all()
+
+
+def _disc_mean(img, centre, radius):
+  yy, xx = np.mgrid[0:img.shape[0], 0:img.shape[1]]
+  m = (xx - centre[0]) ** 2 + (yy - centre[1]) ** 2 <= radius ** 2
+  return float(img[m].mean()) if m.any() else np.nan
+
+
+def test_landmarks_sit_on_the_bones_they_name():
+  """Averaged over films, clavicle and spine landmarks are brighter than the
+  tissue beside them, and rib-cage landmarks sit on the outer edge of a rib
+  (bone just inside is brighter than the lung further in)."""
+  clav, spine, ribs = [], [], []
+  for seed in range(4):
+    r = syn.render_chest(np.zeros(14), np.random.default_rng(seed), (0.8, 0.9), plain=True)
+    img, lm, mm = dicom_io.normalise(r.image), r.landmarks, 1.0 / r.spacing
+    up, side = np.array([0.0, 1.0]), np.array([1.0, 0.0])
+    for k in (1, 4):  # clavicle middles against 14 mm above and below
+      here = _disc_mean(img, lm[k], 2.5 * mm)
+      clav.append(here - np.mean([_disc_mean(img, lm[k] + s * 14 * mm * up, 2.5 * mm)
+                                  for s in (-1, 1)]))
+    # C7 and T12 on vertebral bodies: brighter than the disc spaces above and below.
+    axis = (lm[15] - lm[14]) / np.linalg.norm(lm[15] - lm[14])
+    for k, step in ((14, anatomy.VERT_STEP[anatomy.C7]), (15, anatomy.VERT_STEP[anatomy.T12])):
+      gap = 0.5 * step * r.params["scale"] * mm
+      here = _disc_mean(img, lm[k], 1.5 * mm)
+      spine.append(here - np.mean([_disc_mean(img, lm[k] + s * gap * axis, 1.2 * mm)
+                                   for s in (-1, 1)]))
+    for k in range(6, 14):
+      inward = side if k < 10 else -side
+      ribs.append(_disc_mean(img, lm[k] + 3.5 * mm * inward, 1.5 * mm)
+                  > _disc_mean(img, lm[k] + 14 * mm * inward, 1.5 * mm))
+  assert np.mean(clav) > 0.03 and np.mean(np.array(clav) > 0) >= 0.75, clav
+  assert np.mean(spine) > 0.03 and np.mean(np.array(spine) > 0) >= 0.75, spine
+  assert np.mean(ribs) >= 0.85, ribs
+
+
+def test_plain_leaves_out_markers_text_and_collimation_only():
+  """--plain: no lead marker, annotation or collimated border; the same film otherwise."""
+  seen = 0
+  for seed in range(12):
+    a = syn.render_chest(np.zeros(14), np.random.default_rng(seed), (1.8, 2.0))
+    b = syn.render_chest(np.zeros(14), np.random.default_rng(seed), (1.8, 2.0), plain=True)
+    assert not b.params["collimated"] and b.params["marker"] is None
+    assert b.params["annotation"] is None and b.params["shutter"] == "none"
+    np.testing.assert_array_equal(a.landmarks, b.landmarks)
+    assert a.params["devices"] == b.params["devices"] and a.view == b.view
+    if a.params["shutter"] == "white" and a.params["marker"]:
+      seen += 1
+      # A white shutter fills the border: its outermost rows/columns are all white
+      # there, never in the plain film (air beside the neck is dark).
+      ia, ib = (dicom_io.normalise(x.image) for x in (a, b))
+      edges = lambda im: max(im[0].min(), im[-1].min(), im[:, 0].min(), im[:, -1].min())
+      assert edges(ia) >= 0.99 and edges(ib) < 0.5
+  assert seen >= 1
+
+
+def test_processing_is_drawn_per_film():
+  """CR/DX processing varies per film: the same exposure processed with different
+  draws puts the same vertebra at different grey levels (no absolute anchor),
+  while the order of local grey levels (T12 against the tissue beside it) stays."""
+  r = syn.render_chest(np.zeros(14), np.random.default_rng(0), (1.8, 2.0), plain=True)
+  log = r.image  # any bone-bright image will do as the log exposure
+  c, rad = r.landmarks[15], 4 / r.spacing
+  sign = np.sign(_disc_mean(log, c, rad) - _disc_mean(log, c + [40 / r.spacing, 0], rad))
+  level, contrast = [], []
+  for seed in range(8):
+    for modality in ("CR", "DX"):
+      img, _ = film_processing.process(log, r.spacing, np.random.default_rng(seed),
+                                       modality=modality)
+      img = dicom_io.normalise(img)
+      level.append(_disc_mean(img, c, rad))
+      contrast.append(level[-1] - _disc_mean(img, c + [40 / r.spacing, 0], rad))
+  assert np.std(level) > 0.05, level
+  assert np.mean(np.sign(contrast) == sign) >= 0.9, contrast
+
+
+def test_normalise_ignores_shutter_masks():
+  """A black or white shutter border (as some systems burn in) does not move the
+  grey levels of the anatomy: the reader's percentiles skip the extreme values."""
+  r = syn.render_chest(np.zeros(14), np.random.default_rng(5), (1.8, 2.0), plain=True)
+  img = 0.1 + 0.8 * r.image
+  b = img.shape[0] // 8
+  ref = dicom_io.normalise(img[b:-b])  # the film without the masked rows
+  for value in (0.0, 1.0):
+    masked = img.copy()
+    masked[:b] = value
+    masked[-b:] = value
+    out = dicom_io.normalise(masked)
+    np.testing.assert_allclose(out[b:-b], ref, atol=0.02)
 
 
 @pytest.fixture(scope="module")
