@@ -24,7 +24,7 @@ from ml_collections import config_flags
 import numpy as np
 import pandas as pd
 
-from bmdjax import cli, config_lib, distributed, inference, input_pipeline, report, runs
+from bmdjax import cli, config_lib, distributed, evaluators, inference, input_pipeline, report, runs
 from data_prep.schema import VERTEBRAE
 
 FLAGS = flags.FLAGS
@@ -77,9 +77,9 @@ def evaluate(config, workdir: str, split: str = "test", checkpoint: str = "best"
   params, rest, step = runs.restore_params(workdir, params, rest, checkpoint,
                                                 sharding=NamedSharding(mesh, P()))
   source = input_pipeline.open_split(config.data.dir, split)
-  predictions = inference.predict_split(
-      config, inference.make_predict_fn(graphdef), params, rest, source,
-      NamedSharding(mesh, P("data")), scaler, desc=f"evaluate {split}")
+  evaluator = evaluators.get(config, graphdef, source, NamedSharding(mesh, P("data")),
+                             scaler=scaler)  # the one training validated with
+  predictions = evaluator.predict(params, rest, desc=f"evaluate {split}")
   if jax.process_index() != 0:
     return {}
   os.makedirs(out_dir, exist_ok=True)
