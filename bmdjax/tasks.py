@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from bmdjax import augment, evaluators, inference, input_pipeline
+from bmdjax import augment, config_lib, evaluators, inference, input_pipeline
 from bmdjax.models.landmarks import HEATMAP_STRIDE, cell_centres
 from data_prep import build_landmarks
 
@@ -196,6 +196,7 @@ TASKS = {"bmd": BmdTask, "landmarks": LandmarkTask}
 
 def get(config):
   """The task object of `config` (configs without `task` are BMD models)."""
+  config_lib.finalize(config)  # derived fields first (idempotent)
   name = config.get("task", "bmd")
   if name not in TASKS:
     raise ValueError(f"unknown task {name!r}; known: {sorted(TASKS)}")
