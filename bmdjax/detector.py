@@ -14,11 +14,10 @@ from __future__ import annotations
 import os
 
 import jax
-from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 from flax import nnx
 
-from bmdjax import config_lib, inference, input_pipeline, runs
+from bmdjax import config_lib, inference, runs
 from data_prep import build_landmarks, dicom_io, landmark_checks, rois
 
 OUTPUTS = ("points", "heatmap_points", "confidence")
@@ -39,20 +38,13 @@ def predict_split(config, predict_fn, params, rest, source, sharding, example_fn
   """Predictions and truth for every record of `source`, in the split's order:
   image, patient_id, points, heatmap_points, confidence, true, mm_per_pixel.
   Each process predicts its slice; the rows are gathered on every process."""
-  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
-  params, rest = jax.device_put((params, rest), NamedSharding(sharding.mesh, P()))
-  rows = []
-  batches = input_pipeline.eval_batches(config, source, example_fn=example_fn)
-  total = input_pipeline.num_eval_batches(config, len(source))
-  for batch, meta, valid in tqdm(batches, total=total, desc=desc or "predict",
-                                 disable=jax.process_index() != 0, leave=False):
-    x = input_pipeline.to_global({"x": batch["x"]}, sharding)["x"]
-    out = {k: input_pipeline.to_local(v) for k, v in predict_fn(params, rest, x).items()}
-    for i in np.flatnonzero(valid):
-      rows.append({**meta[i], **{k: out[k][i].tolist() for k in OUTPUTS},
-                   "true": batch["points"][i].tolist(),
-                   "mm_per_pixel": float(batch["mm_per_pixel"][i])})
-  rows = sorted(inference.allgather_rows(rows), key=lambda r: r["index"])
+  def to_row(batch, meta, out, i):
+    return {**meta, **{k: out[k][i].tolist() for k in OUTPUTS},
+            "true": batch["points"][i].tolist(),
+            "mm_per_pixel": float(batch["mm_per_pixel"][i])}
+
+  rows = inference.predict_rows(config, predict_fn, params, rest, source, sharding,
+                                to_row, example_fn=example_fn, desc=desc)
   keys = ("image", "patient_id", *OUTPUTS, "true", "mm_per_pixel")
   return {k: np.array([r[k] for r in rows], dtype=object if k in ("image", "patient_id")
                       else np.float64) for k in keys}

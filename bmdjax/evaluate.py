@@ -30,7 +30,7 @@ from ml_collections import config_flags
 import numpy as np
 import pandas as pd
 
-from bmdjax import (cli, clinical, config_lib, conformal, distributed, inference,
+from bmdjax import (cli, clinical, config_lib, conformal, distributed, evaluators, inference,
                     input_pipeline, model_card, report, runs, screening)
 from data_prep.schema import VERTEBRAE
 
@@ -85,12 +85,12 @@ def evaluate(config, workdir: str, split: str = "test", checkpoint: str = "best"
   graphdef, params, rest = inference.init_model_state(config)
   params, rest, step = runs.restore_params(workdir, params, rest, checkpoint,
                                                 sharding=NamedSharding(mesh, P()))
-  predict_fn = inference.make_predict_fn(graphdef)
+  sharding = NamedSharding(mesh, P("data"))
   frames = {}
   for name in dict.fromkeys([split, "validation"]):
-    frames[name] = inference.predict_split(
-        config, predict_fn, params, rest, input_pipeline.open_split(config.data.dir, name),
-        NamedSharding(mesh, P("data")), scaler, desc=f"evaluate {name}")
+    evaluator = evaluators.get(config, graphdef, input_pipeline.open_split(config.data.dir, name),
+                               sharding, scaler=scaler)  # the one training validated with
+    frames[name] = evaluator.predict(params, rest, desc=f"evaluate {name}")
   predictions, validation = frames[split], frames["validation"]
   if jax.process_index() != 0:
     return {}

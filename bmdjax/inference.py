@@ -63,32 +63,47 @@ def make_predict_fn(graphdef):
   return predict
 
 
-def predict_split(config, predict_fn, params, rest, source, sharding,
-                  scaler: TargetScaler, desc: str = "") -> pd.DataFrame:
-  """Predictions for every record of `source`, in the predictions.csv schema
-  and in the split's order.
+def predict_rows(config, predict_fn, params, rest, source, sharding, to_row, *,
+                 example_fn=None, desc: str = "") -> list[dict]:
+  """The one prediction loop over a split, for every task: rows of all
+  records of `source`, in the split's order.
 
-  Each process predicts its own slice of the records; the rows of all
-  processes are then gathered, so every process returns the same, complete
-  DataFrame (training's validation needs all of them to agree on "best").
+  Each process predicts its own slice of the records (`eval_batches`) with
+  `predict_fn(params, rest, x)` on the sharded batch; `to_row(batch, meta, out,
+  i)` makes the row of real record i of a batch (`out`: the predictions as this
+  process's numpy rows). The rows of all processes are then gathered, so every
+  process returns the same, complete list (training's validation needs all of
+  them to agree on "best"). Each row keeps the record's `index` in the split.
   """
-  from tqdm import tqdm
+  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
   # Replicated on the batch's mesh (a no-op when they already are).
   params, rest = jax.device_put((params, rest), NamedSharding(sharding.mesh, P()))
   rows = []
-  batches = input_pipeline.eval_batches(config, source)
+  batches = input_pipeline.eval_batches(config, source, example_fn=example_fn)
   total = input_pipeline.num_eval_batches(config, len(source))
   for batch, meta, valid in tqdm(batches, total=total, desc=desc or "predict",
                                  disable=jax.process_index() != 0, leave=False):
     x = input_pipeline.to_global({"x": batch["x"]}, sharding)["x"]
-    z = input_pipeline.to_local(predict_fn(params, rest, x))
-    pred = scaler.denormalise(z)
-    for i in np.flatnonzero(valid):
-      row = {**meta[i], "sex": SEX_NAMES[int(batch["sex"][i])], "age": float(batch["age"][i])}
-      row.update({f"true_{v}": float(batch["bmd"][i][j]) for j, v in enumerate(VERTEBRAE)})
-      row.update({f"pred_{v}": float(pred[i][j]) for j, v in enumerate(scaler.names)})
-      rows.append(row)
-  rows = sorted(allgather_rows(rows), key=lambda r: r.pop("index"))
+    out = jax.tree.map(input_pipeline.to_local, predict_fn(params, rest, x))
+    rows += [to_row(batch, meta[i], out, i) for i in np.flatnonzero(valid)]
+  return sorted(allgather_rows(rows), key=lambda r: r["index"])
+
+
+def predict_split(config, predict_fn, params, rest, source, sharding,
+                  scaler: TargetScaler, desc: str = "") -> pd.DataFrame:
+  """BMD predictions for every record of `source`, in the predictions.csv
+  schema and in the split's order (predict_rows), on every process."""
+  def to_row(batch, meta, z, i):
+    pred = scaler.denormalise(z[i])
+    row = {**meta, "sex": SEX_NAMES[int(batch["sex"][i])], "age": float(batch["age"][i])}
+    row.update({f"true_{v}": float(batch["bmd"][i][j]) for j, v in enumerate(VERTEBRAE)})
+    row.update({f"pred_{v}": float(pred[j]) for j, v in enumerate(scaler.names)})
+    return row
+
+  rows = predict_rows(config, predict_fn, params, rest, source, sharding, to_row,
+                      desc=desc)
+  for row in rows:
+    del row["index"]
   return pd.DataFrame(rows)
 
 

@@ -27,7 +27,7 @@ DETECTOR_COMPONENTS = ("stem", "stem_bn", "down", "up", "head", "refiner")
 FLAGS = flags.FLAGS
 
 
-def _define_flags():
+def define_flags():
   """Only when run as a program, so importing this module (e.g. next to
   bmdjax.train in one test process) defines no clashing --config flag."""
   config_flags.DEFINE_config_file("config", None, "Model config file.")
@@ -99,4 +99,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cli.run(main, _define_flags, doc=__doc__)
+  cli.run(main, define_flags, doc=__doc__)

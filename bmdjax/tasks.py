@@ -8,8 +8,9 @@ TASKS, which provides:
   make_loss_fn(graphdef)   (params, rest, batch, rng) -> (loss, (rest, metrics)),
                            on-device augmentation included
   make_validation(graphdef, source, sharding)
-                           (params, rest) -> dict holding `score_key`
-                           (lower is better: picks the best checkpoint)
+                           (params, rest) -> dict holding `score_key` (lower is
+                           better: picks the best checkpoint), by the evaluator
+                           config.evals.validation names (bmdjax/evaluators.py)
   validation_scalars(val), describe(val)
                            TensorBoard scalars and the epoch log line
 """
@@ -21,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from bmdjax import augment, detector, inference, input_pipeline, landmark_metrics
+from bmdjax import augment, config_lib, evaluators, inference, input_pipeline
 from bmdjax.models.landmarks import HEATMAP_STRIDE, cell_centres
 from data_prep import build_landmarks
 
@@ -89,25 +90,13 @@ class BmdTask:
     return bmd_loss_fn(graphdef, self.config, self.scaler)
 
   def make_validation(self, graphdef, source, sharding):
-    predict_fn = inference.make_predict_fn(graphdef)
+    return _validation(self, graphdef, source, sharding, scaler=self.scaler)
 
-    def validate(params, rest):
-      df = inference.predict_split(self.config, predict_fn, params, rest, source,
-                                   sharding, self.scaler, desc="validation")
-      summary = inference.quick_metrics(df)
-      return {"rmse": float(np.mean([m["rmse"] for m in summary.values()])),
-              "metrics": summary}
+  def validation_scalars(self, val) -> dict:
+    return self.evaluator.scalars(val)
 
-    return validate
-
-  @staticmethod
-  def validation_scalars(val) -> dict:
-    return {"rmse": val["rmse"], **{f"r_{v}": m["r"] for v, m in val["metrics"].items()}}
-
-  @staticmethod
-  def describe(val) -> str:
-    return ", ".join(f"{v} r={m['r']:.3f} rmse={m['rmse']:.4f}"
-                     for v, m in val["metrics"].items())
+  def describe(self, val) -> str:
+    return self.evaluator.describe(val)
 
 
 # ----------------------------------------------------------------- landmarks
@@ -185,33 +174,21 @@ class LandmarkTask:
     return loss_fn
 
   def make_validation(self, graphdef, source, sharding):
-    predict_fn = detector.make_predict_fn(graphdef)
+    return _validation(self, graphdef, source, sharding, example_fn=self.example_fn)
 
-    def validate(params, rest):
-      pred = detector.predict_split(self.config, predict_fn, params, rest, source,
-                                    sharding, self.example_fn, desc="validation")
-      mm = pred["mm_per_pixel"]
-      out = {}
-      for name, key in (("", "points"), ("heatmap_", "heatmap_points")):
-        s = landmark_metrics.summarize(
-            landmark_metrics.radial_errors(pred[key], pred["true"]), mm)["overall"]
-        out.update({f"{name}{k}": s[k] for k in ("mre_px", "mre_mm", "sdr_2mm",
-                                                 "sdr_4mm", "sdr_8mm")})
-      out["confidence_median"] = float(np.median(pred["confidence"]))
-      out["score"] = out["mre_mm"] if np.isfinite(out["mre_mm"]) else out["mre_px"]
-      return out
+  def validation_scalars(self, val) -> dict:
+    return self.evaluator.scalars(val)
 
-    return validate
+  def describe(self, val) -> str:
+    return self.evaluator.describe(val)
 
-  @staticmethod
-  def validation_scalars(val) -> dict:
-    return {k: v for k, v in val.items() if k not in ("step", "epoch")}
 
-  @staticmethod
-  def describe(val) -> str:
-    return (f"MRE {val['mre_mm']:.2f} mm ({val['mre_px']:.2f} px), SDR 2/4/8 mm "
-            f"{100 * val['sdr_2mm']:.0f}/{100 * val['sdr_4mm']:.0f}/"
-            f"{100 * val['sdr_8mm']:.0f}%; heatmap only {val['heatmap_mre_mm']:.2f} mm")
+def _validation(task, graphdef, source, sharding, **parts):
+  """The evaluator config.evals.validation names (bmdjax.evaluators); its
+  score_key becomes the task's (it picks the best checkpoint)."""
+  task.evaluator = evaluators.get(task.config, graphdef, source, sharding, **parts)
+  task.score_key = task.evaluator.score_key
+  return task.evaluator.run
 
 
 TASKS = {"bmd": BmdTask, "landmarks": LandmarkTask}
@@ -219,6 +196,7 @@ TASKS = {"bmd": BmdTask, "landmarks": LandmarkTask}
 
 def get(config):
   """The task object of `config` (configs without `task` are BMD models)."""
+  config_lib.finalize(config)  # derived fields first (idempotent)
   name = config.get("task", "bmd")
   if name not in TASKS:
     raise ValueError(f"unknown task {name!r}; known: {sorted(TASKS)}")

@@ -92,6 +92,10 @@ def get_config(model_name, arg=None):
   c.augment = ml_collections.ConfigDict(
       dict(scale=0.1, rotate_deg=10.0, translate=0.05, flip=True))
 
+  # Evaluators (bmdjax/evaluators.py): `validation` scores every epoch and picks
+  # the best checkpoint; bmdjax evaluate predicts with it too.
+  c.evals = ml_collections.ConfigDict({"validation": {"type": "bmd_regression"}})
+
   add_loop_settings(c)
   if a.demo:
     _demo(c)

@@ -60,6 +60,8 @@ def get_config(arg=None):
   # (README, "Landmark detector"); errors concentrate below it.
   c.checks = ml_collections.ConfigDict(dict(min_confidence=0.5))
 
+  c.evals = ml_collections.ConfigDict({"validation": {"type": "landmark_errors"}})
+
   common.add_loop_settings(c)
   if a.demo:
     _demo(c)

@@ -120,7 +120,7 @@ def test_two_processes_write_one_complete_report(two_process_run):
   np.testing.assert_allclose(metrics["L1"]["rmse"], ref_metrics["L1"]["rmse"], atol=1e-4)
 
 
-def test_checkpoint_of_two_processes_resumes_in_one(two_process_run, tmp_path, caplog):
+def test_checkpoint_of_two_processes_resumes_in_one(two_process_run, tmp_path):
   """Saved by 2 processes, resumed by 1: the data order continues where the
   step says, so the result matches the 1-process run resumed at the same step."""
   import shutil
@@ -128,9 +128,8 @@ def test_checkpoint_of_two_processes_resumes_in_one(two_process_run, tmp_path, c
   end = num_steps(config) + 3
   shutil.copytree(workdir, tmp_path / "mp", ignore=shutil.ignore_patterns("report", "tb"))
   shutil.copytree(ref_dir, tmp_path / "ref", ignore=shutil.ignore_patterns("report", "tb"))
-  with caplog.at_level("WARNING"):
-    from_mp = train.train_and_evaluate(config, str(tmp_path / "mp"), stop_after_steps=end)
-  assert "written by 2 processes" in caplog.text
+  # No iterator state is stored: the step places the data order in any topology.
+  from_mp = train.train_and_evaluate(config, str(tmp_path / "mp"), stop_after_steps=end)
   from_ref = train.train_and_evaluate(config, str(tmp_path / "ref"), stop_after_steps=end)
   assert from_mp["step"] == from_ref["step"] == end
   np.testing.assert_allclose([h["loss"] for h in from_mp["history"]],
