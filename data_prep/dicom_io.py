@@ -462,7 +462,7 @@ def _inverted(path: str, ds, photometric: str, values: np.ndarray) -> bool:
 # percentile range) settles nothing.
 MEDIASTINUM_BAND = ((0.25, 0.75), (0.44, 0.56))
 LUNG_BANDS = (((0.25, 0.60), (0.15, 0.35)), ((0.25, 0.60), (0.65, 0.85)))
-POLARITY_MARGIN = 0.08
+POLARITY_MARGIN = 0.03
 
 
 def chest_polarity(values: np.ndarray) -> int:
