@@ -110,7 +110,7 @@ def _operating_points(true_t, pred_t) -> dict:
   pos = true_t <= metrics.OSTEOPOROSIS_T
   flags = {
       'osteoporosis': pred_t <= metrics.OSTEOPOROSIS_T,
-      'osteopenia': pred_t <= metrics.OSTEOPENIA_T,
+      'osteopenia': pred_t < metrics.OSTEOPENIA_T,
   }
   for name, frac in metrics.RELATIVE_FRACTIONS.items():
     flags[name] = metrics.lowest_fraction(pred_t, frac)
