@@ -178,3 +178,14 @@ def test_intensity_jitter_by_hand():
   assert (sd <= 0.05 * 1.05).all() and np.ptp(sd) > 0.005
   assert abs(out.mean() - 0.5) < 0.005
   assert out.min() >= 0.0 and out.max() <= 1.0
+
+
+def test_contrast_and_brightness_are_drawn_independently():
+  x = jnp.asarray(np.linspace(0.3, 0.7, 16 * 8 * 8).reshape(16, 8, 8), jnp.float32)
+  out = np.asarray(augment.random_intensity(jax.random.key(5), x, gamma=0.0, contrast=0.2,
+                                            brightness=0.1, noise=0.0), np.float64)
+  xs = np.asarray(x, np.float64)
+  fits = np.array([np.polyfit(xs[i].ravel() - 0.5, out[i].ravel() - 0.5, 1) for i in range(16)])
+  contrast, brightness = (fits[:, 0] - 1) / 0.2, fits[:, 1] / 0.1  # both U(-1, 1)
+  assert np.abs(contrast).max() <= 1 + 1e-4 and np.abs(brightness).max() <= 1 + 1e-4
+  assert abs(np.corrcoef(contrast, brightness)[0, 1]) < 0.9
