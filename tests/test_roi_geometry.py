@@ -172,3 +172,22 @@ def test_pixels_outside_the_image_read_as_black():
   # Left half of the square lies left of x = 0 (beyond the first pixel's centre).
   assert np.all(crop[:, :9] == 0.0) and np.allclose(crop[:, 11:], 1.0)
   assert not rois.crop_square(image, (500.0, 500.0), 20.0, 0.3, 8).any()
+
+
+def test_patch_grid_by_hand():
+  """Row-major cells, each letterboxed (centred, black bars) to a square."""
+  image = np.zeros((40, 60), np.float32)
+  values = np.array([[0.2, 0.4], [0.6, 0.8]], np.float32)
+  for i in range(2):
+    for j in range(2):
+      image[20 * i:20 * (i + 1), 30 * j:30 * (j + 1)] = values[i, j]
+  patches = rois.patch_grid(image, 2, 30)  # a 20 x 30 cell -> 30 x 30, scale 1
+  assert patches.shape == (4, 30, 30)
+  for k, v in enumerate(values.ravel()):
+    want = np.zeros((30, 30), np.float32)
+    want[5:25] = v  # 5-pixel bars above and below
+    np.testing.assert_allclose(patches[k], want, atol=1e-6)
+  # Uneven cells (rounded bounds): each patch's centre shows its own cell.
+  image = np.repeat(np.repeat(np.arange(9, dtype=np.float32).reshape(3, 3), 13, 0), 20, 1)
+  patches = rois.patch_grid(image, 3, 8)
+  np.testing.assert_allclose(patches[:, 4, 4], np.arange(9), atol=1e-6)
