@@ -52,3 +52,11 @@ def test_unknown_sexes_are_listed_sorted_and_comma_separated():
     tscore.normalize_sex(['x', 'M', 'O', None])
   out = tscore.normalize_sex(np.array([['m', 'F'], ['male', 'Woman']], dtype=object))
   assert out.shape == (2, 2) and out.tolist() == [['M', 'F'], ['M', 'F']]
+
+
+def test_unparseable_reference_names_the_file(tmp_path):
+  path = tmp_path / 'ref.csv'
+  path.write_text('sex,vertebra,mean,sd\n"M,L1,1.0,0.1\n')  # unterminated quote
+  with pytest.raises(ValueError, match='cannot parse CSV') as e:
+    tscore.load_reference(path)
+  assert str(path) in str(e.value)
