@@ -89,6 +89,15 @@ def _config(path, tests) -> str:
           "use_git_change_detection = false\n")
 
 
+_SHOW = """import sys
+from mutmut.__main__ import find_mutant, get_diff_for_mutant, status_by_exit_code
+for name in sys.argv[1:]:
+  m = find_mutant(name)
+  print(f"# {name}: {status_by_exit_code[m.exit_code_by_key[name]]}")
+  print(get_diff_for_mutant(name, path=m.path), flush=True)
+"""
+
+
 def run(module: str, work_root: pathlib.Path, max_children: int) -> dict:
   path, globs, tests = MODULES[module]
   work = work_root / module
@@ -113,10 +122,8 @@ def run(module: str, work_root: pathlib.Path, max_children: int) -> dict:
             "killed": killed, "statuses": dict(collections.Counter(status.values())), "score": killed / max(len(status), 1),
             "not_killed": {k: status[k] for k in survivors}}
   (work_root / f"{module}.json").write_text(json.dumps(result, indent=1))
-  for name in survivors:
-    diff = subprocess.run([sys.executable, "-m", "mutmut", "show", name], cwd=work, env=env,
-                          capture_output=True, text=True).stdout
-    print(diff)
+  # One process for all diffs (`mutmut show` per mutant costs a start each).
+  subprocess.run([sys.executable, "-c", _SHOW, *survivors], cwd=work, env=env, check=False)
   print(f"{module}: {killed}/{len(status)} killed = {100 * result['score']:.1f}%; "
         f"not killed: {result['statuses']}", flush=True)
   return result
