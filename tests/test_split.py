@@ -55,3 +55,12 @@ def test_target_statistics_come_from_the_training_split_only(prepared_dir):
   np.testing.assert_allclose(task.scaler.mean, [prep["target_stats"]["L1"]["mean"]], rtol=1e-6)
   np.testing.assert_allclose(task.scaler.std, [prep["target_stats"]["L1"]["std"]], rtol=1e-6)
   assert task.run_info["target_stats"] == prep["target_stats"]
+
+
+def test_fractions_are_relative_and_the_default_seed_is_0():
+  patients = [f"p{i}" for i in range(40)]
+  splits = build.assign_splits(patients, (0.7, 0.15, 0.15), seed=0)
+  # Fractions are normalised: 7:1.5:1.5 is 70/15/15.
+  assert list(build.assign_splits(patients, (7, 1.5, 1.5), seed=0)) == list(splits)
+  assert list(build.assign_splits(patients)) == list(splits)  # data_prep.build --seed=0
+  assert list(pd.Series(splits).value_counts()[["train", "validation", "test"]]) == [28, 6, 6]

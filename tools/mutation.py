@@ -38,12 +38,13 @@ MODULES = {
     "rois": ("data_prep/rois.py", None,
              ["tests/test_roi_geometry.py", "tests/test_landmarks.py"]),
     "metrics": ("bmdjax/metrics.py",
-                # The numeric core; bootstrap, warnings and the CLI are left out.
+                # The screening core (AUC, sensitivity/specificity, relative
+                # thresholds, RMSE). mutmut skips decorated functions, so the
+                # thresholds in vertebra_metrics are checked by hand-made mutants
+                # (docs/mutation.md); r, fit, Bland-Altman, bootstrap and CLI are
+                # left out to fit a run on 2 cores.
                 [f"bmdjax.metrics.x_{f}__mutmut_*" for f in (
-                    "_is_constant", "finite_mask", "pearson_r", "rmse", "linear_fit",
-                    "bland_altman", "average_ranks", "roc_auc", "roc_curve", "sens_spec",
-                    "lowest_fraction", "vertebra_metrics", "stratum_metrics",
-                    "average_metrics")],
+                    "rmse", "average_ranks", "roc_auc", "sens_spec", "lowest_fraction")],
                 ["tests/test_metrics.py", "tests/test_metric_boundaries.py"]),
     "tscore": ("bmdjax/tscore.py", None,
                ["tests/test_tscore.py", "tests/test_metric_boundaries.py",
