@@ -58,7 +58,8 @@ MODULES = {
               ["tests/test_build.py::test_patient_level_split_keeps_each_patient_in_one_split",
                "tests/test_build.py::test_given_split_column_wins_and_conflicts_are_refused",
                "tests/test_split.py::test_split_sizes_follow_the_fractions_in_patients_not_studies",
-               "tests/test_split.py::test_given_splits_are_kept_and_the_rest_dealt_by_patient"]),
+               "tests/test_split.py::test_given_splits_are_kept_and_the_rest_dealt_by_patient",
+               "tests/test_split.py::test_fractions_are_relative_and_the_default_seed_is_0"]),
 }
 SOURCE_PATHS = ["bmdjax", "data_prep", "configs"]
 
