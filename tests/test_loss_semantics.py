@@ -118,3 +118,20 @@ def test_missing_vertebrae_give_no_loss_and_no_gradient(setup):
   assert loss3 != loss
   assert any(not np.array_equal(np.asarray(a), np.asarray(b))
              for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grads3)))
+
+
+@pytest.mark.parametrize("target,cols", [("all", [0, 1, 2, 3]), ("L3", [2]), ("L1", [0])])
+def test_missing_bmd_becomes_mask_zero_with_a_finite_target(target, cols):
+  """A record's NaN BMD (vertebra not measured) -> mask 0 and y 0, never NaN
+  (NaN * 0 is NaN: it would poison the loss and every gradient)."""
+  from bmdjax import input_pipeline
+  config = common.get_config("attmulroi", f"width=0.0625,target={target}")
+  bmd = np.array([0.81, np.nan, 1.02, np.nan], np.float32)
+  record = {"rois": np.zeros((14, 4, 4), np.uint16), "whole": np.ones((4, 4), np.uint16),
+            "bmd": bmd, "sex": 1, "age": 61.0}
+  ex = input_pipeline.make_example_fn(config)(record)
+  want_mask = np.isfinite(bmd[cols]).astype(np.float32)
+  np.testing.assert_array_equal(ex["mask"], want_mask)
+  np.testing.assert_array_equal(ex["y"], np.where(want_mask > 0, bmd[cols], 0.0))
+  assert np.isfinite(ex["y"]).all() and ex["y"].dtype == np.float32
+  assert ex["x"].shape == (15, 4, 4) and (ex["x"][14] == 1).all()  # whole image last
