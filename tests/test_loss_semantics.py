@@ -135,3 +135,23 @@ def test_missing_bmd_becomes_mask_zero_with_a_finite_target(target, cols):
   np.testing.assert_array_equal(ex["y"], np.where(want_mask > 0, bmd[cols], 0.0))
   assert np.isfinite(ex["y"]).all() and ex["y"].dtype == np.float32
   assert ex["x"].shape == (15, 4, 4) and (ex["x"][14] == 1).all()  # whole image last
+
+
+def test_landmark_losses_ignore_masked_points():
+  pred = jnp.array([[[1.0, 2.0], [6.0, 5.0], [0.0, 0.0]]])
+  true = jnp.array([[[2.0, 0.0], [5.0, 9.0], [100.0, -50.0]]])
+  mask = jnp.array([[1.0, 1.0, 0.0]])  # the third point left the image
+  # |errors| of the 2 present points: 1, 2, 1, 4 -> mean over 4 coordinates.
+  assert float(tasks.masked_l1(pred, true, mask)) == pytest.approx(8 / 4)
+  grad = np.asarray(jax.grad(tasks.masked_l1)(pred, true, mask))
+  np.testing.assert_allclose(grad[0, :2], np.sign(np.asarray(pred - true))[0, :2] / 4)
+  assert not grad[0, 2].any()
+  logits = jax.random.normal(jax.random.key(0), (1, 3, 4, 4))
+  points = jnp.array([[[10.0, 10.0], [20.0, 5.0], [1e3, 1e3]]])
+  kl = lambda lg: tasks.heatmap_kl(lg, points, 1.5, mask)
+  g = np.asarray(jax.grad(kl)(logits))
+  assert not g[0, 2].any() and g[0, :2].any()
+  # The KL of two points is the mean of their separate KLs.
+  one = [float(tasks.heatmap_kl(logits[:, k:k + 1], points[:, k:k + 1], 1.5,
+                                jnp.ones((1, 1)))) for k in range(2)]
+  assert float(kl(logits)) == pytest.approx(np.mean(one), rel=1e-5)
