@@ -20,7 +20,7 @@ _SEX_NAMES = {'M': 'male', 'F': 'female'}
 # ROC operating points: (label, marker) keyed by rule name.
 _RULES = {
     'osteoporosis': ('pred T $\\leq$ -2.5', 'o'),
-    'osteopenia': ('pred T $\\leq$ -1', 's'),
+    'osteopenia': ('pred T < -1', 's'),
     'last10': ('lowest 10%', '^'),
     'last20': ('lowest 20%', 'D'),
 }
