@@ -78,8 +78,8 @@ def test_evaluate_metrics_match_a_recomputation_from_its_predictions(tiny_run, c
   assert (preds.patient_id.to_numpy() == labels.loc[preds.image, "patient_id"].to_numpy()).all()
   # Predictions are in g/cm2: de-standardised with the training statistics (an
   # untrained-ish model predicts near the training mean, not near 0 or the SD).
-  stats = json.loads((workdir / "run.json").read_text())["target_stats"]["L1"]
-  assert abs(preds.pred_L1.mean() - stats["mean"]) < stats["std"]
+  train_stats = json.loads((workdir / "run.json").read_text())["target_stats"]["L1"]
+  assert abs(preds.pred_L1.mean() - train_stats["mean"]) < train_stats["std"]
   got = json.loads((out / "metrics.json").read_text())["L1"]
   ok = np.isfinite(preds.true_L1)
   true, pred = preds.true_L1[ok].to_numpy(), preds.pred_L1[ok].to_numpy()
