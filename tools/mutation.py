@@ -45,7 +45,8 @@ MODULES = {
                 # left out to fit a run on 2 cores.
                 [f"bmdjax.metrics.x_{f}__mutmut_*" for f in (
                     "rmse", "average_ranks", "roc_auc", "sens_spec", "lowest_fraction")],
-                ["tests/test_metrics.py", "tests/test_metric_boundaries.py"]),
+                ["tests/test_metrics.py", "tests/test_metric_boundaries.py",
+                 "tests/test_metrics_edges.py"]),
     "tscore": ("bmdjax/tscore.py", None,
                ["tests/test_tscore.py", "tests/test_metric_boundaries.py",
                 "tests/test_tscore_values.py"]),
