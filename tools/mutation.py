@@ -101,8 +101,9 @@ for name in sys.argv[1:]:
 """
 
 
-def run(module: str, work_root: pathlib.Path, max_children: int) -> dict:
+def run(module: str, work_root: pathlib.Path, max_children: int, only=None) -> dict:
   path, globs, tests = MODULES[module]
+  globs = only or globs
   work = work_root / module
   shutil.rmtree(work, ignore_errors=True)
   work.mkdir(parents=True)
@@ -140,6 +141,9 @@ def main():
   parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "bmdjax-mutation"),
                       help="scratch folder (one copy of the checkout per module)")
   parser.add_argument("--max_children", type=int, default=2, help="parallel mutants")
+  parser.add_argument("--only", default=None,
+                      help="file of mutant names (e.g. the survivors of an earlier run's "
+                           "<module>.json): run just those")
   args = parser.parse_args()
   if args.list or not args.modules:
     for name, (path, globs, tests) in MODULES.items():
@@ -148,8 +152,12 @@ def main():
   unknown = set(args.modules) - set(MODULES)
   if unknown:
     parser.error(f"unknown module(s) {sorted(unknown)}; known: {', '.join(MODULES)}")
+  only = None
+  if args.only:
+    data = json.loads(pathlib.Path(args.only).read_text())
+    only = sorted(data["not_killed"]) if isinstance(data, dict) else data
   for module in args.modules:
-    run(module, pathlib.Path(args.work), args.max_children)
+    run(module, pathlib.Path(args.work), args.max_children, only)
 
 
 if __name__ == "__main__":
