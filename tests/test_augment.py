@@ -189,3 +189,17 @@ def test_contrast_and_brightness_are_drawn_independently():
   contrast, brightness = (fits[:, 0] - 1) / 0.2, fits[:, 1] / 0.1  # both U(-1, 1)
   assert np.abs(contrast).max() <= 1 + 1e-4 and np.abs(brightness).max() <= 1 + 1e-4
   assert abs(np.corrcoef(contrast, brightness)[0, 1]) < 0.9
+
+
+def test_intensity_jitter_goes_both_ways():
+  """U(-a, a), not U(0, a): darker and brighter, more and less contrast."""
+  x = jnp.asarray(np.linspace(0.3, 0.7, 32 * 8 * 8).reshape(32, 8, 8), jnp.float32)
+  xs = np.asarray(x, np.float64)
+  kw = dict(gamma=0.0, contrast=0.0, brightness=0.0, noise=0.0)
+  for name, a in (("gamma", 0.3), ("contrast", 0.2), ("brightness", 0.1)):
+    out = np.asarray(augment.random_intensity(jax.random.key(7), x, **dict(kw, **{name: a})),
+                     np.float64)
+    d = (out - xs).reshape(32, -1)
+    # Per image, the change at the darkest pixel and its sign over the images.
+    signs = np.sign(d[:, -1] if name != "gamma" else d[:, 0])
+    assert (signs > 0).sum() >= 6 and (signs < 0).sum() >= 6, name
