@@ -26,6 +26,9 @@ def test_masked_mse_value_and_gradient_by_hand():
   d = np.asarray(pred - target, np.float64)
   np.testing.assert_allclose(grad, 2 * d * np.asarray(mask) / 6, rtol=1e-6)
   assert grad[0, 2] == 0.0 and grad[1, 1] == 0.0  # missing: no gradient at all
+  # One label present: its own squared error (the denominator is the count).
+  one = jnp.zeros_like(mask).at[1, 3].set(1.0)
+  assert float(tasks.masked_mse(pred, target, one)) == pytest.approx(36.0)
   # Nothing present: zero loss and gradient, not NaN.
   none = jnp.zeros_like(mask)
   assert float(tasks.masked_mse(pred, target, none)) == 0.0
