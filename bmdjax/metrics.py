@@ -2,7 +2,7 @@ r"""Clinical metrics of BMD predictions, as reported in the paper.
 
 Tables I/II/V and Figs 4/6 of Wang et al.: Pearson r, RMSE, the linear fit of
 prediction on DXA truth, Bland-Altman agreement, osteoporosis AUC and
-sensitivity/specificity at absolute (T <= -2.5, T <= -1) and relative (lowest
+sensitivity/specificity at absolute (T <= -2.5, T < -1) and relative (lowest
 10%/20%) thresholds, with 95% bootstrap intervals that resample patients.
 Pure numpy: undefined values are None (with an UndefinedMetricWarning saying
 why), never NaN, so results dump to strict JSON.
@@ -288,7 +288,8 @@ def vertebra_metrics(pairs: Pairs, context: str = '') -> dict:
   """All METRIC_KEYS for one vertebra; rows with any NaN are dropped first.
 
   Osteoporosis: truth T <= -2.5 is positive, the predicted T-score is the
-  score (lower = more likely, so AUC uses -pred_t); osteopenia: T <= -1.
+  score (lower = more likely, so AUC uses -pred_t); osteopenia or worse:
+  T < -1 (WHO: T = -1.0 is still normal).
   Relative thresholds flag the lowest 10%/20% of predicted T-scores.
   """
   mask = finite_mask(*pairs)
@@ -296,7 +297,7 @@ def vertebra_metrics(pairs: Pairs, context: str = '') -> dict:
   out = dict.fromkeys(METRIC_KEYS)
   out['n'] = int(mask.sum())
   porosis = tt <= OSTEOPOROSIS_T
-  penia = tt <= OSTEOPENIA_T
+  penia = tt < OSTEOPENIA_T
   out['n_osteoporosis'] = int(porosis.sum())
   out['n_osteopenia'] = int(penia.sum())
   if out['n'] < 2:
@@ -311,7 +312,7 @@ def vertebra_metrics(pairs: Pairs, context: str = '') -> dict:
   out['sens_osteoporosis'], out['spec_osteoporosis'] = sens_spec(
       porosis, pt <= OSTEOPOROSIS_T, 'osteoporosis', context)
   out['sens_osteopenia'], out['spec_osteopenia'] = sens_spec(
-      penia, pt <= OSTEOPENIA_T, 'osteopenia', context)
+      penia, pt < OSTEOPENIA_T, 'osteopenia', context)
   for name, frac in RELATIVE_FRACTIONS.items():
     out[f'sens_{name}'], out[f'spec_{name}'] = sens_spec(
         porosis, lowest_fraction(pt, frac), name, context)
@@ -438,7 +439,7 @@ def weighted_metrics(w: np.ndarray, pairs: Pairs) -> dict:
     )
     for name, pos, flag in (
         ('osteoporosis', tt <= OSTEOPOROSIS_T, pt <= OSTEOPOROSIS_T),
-        ('osteopenia', tt <= OSTEOPENIA_T, pt <= OSTEOPENIA_T)):
+        ('osteopenia', tt < OSTEOPENIA_T, pt < OSTEOPENIA_T)):
       out[f'sens_{name}'] = (w @ (pos & flag)) / (w @ pos)
       out[f'spec_{name}'] = (w @ (~pos & ~flag)) / (w @ ~pos)
   return out

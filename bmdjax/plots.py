@@ -22,7 +22,7 @@ _SEX_NAMES = {'M': 'male', 'F': 'female'}
 # ROC operating points: (label, marker) keyed by rule name.
 _RULES = {
     'osteoporosis': ('pred T $\\leq$ -2.5', 'o'),
-    'osteopenia': ('pred T $\\leq$ -1', 's'),
+    'osteopenia': ('pred T < -1', 's'),
     'last10': ('lowest 10%', '^'),
     'last20': ('lowest 20%', 'D'),
 }
@@ -112,7 +112,7 @@ def _operating_points(true_t, pred_t) -> dict:
   pos = true_t <= metrics.OSTEOPOROSIS_T
   flags = {
       'osteoporosis': pred_t <= metrics.OSTEOPOROSIS_T,
-      'osteopenia': pred_t <= metrics.OSTEOPENIA_T,
+      'osteopenia': pred_t < metrics.OSTEOPENIA_T,
   }
   for name, frac in metrics.RELATIVE_FRACTIONS.items():
     flags[name] = metrics.lowest_fraction(pred_t, frac)

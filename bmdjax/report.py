@@ -343,7 +343,7 @@ _AGREEMENT = (('r', 'R-value'), ('rmse', 'RMSE'), ('r2', 'R²'),
               ('ba_mean', 'BA mean diff'), ('ba_sd', 'BA SD'),
               ('ba_loa_low', 'BA LoA low'), ('ba_loa_high', 'BA LoA high'),
               ('auc', 'AUC'))
-_RULES = (('osteoporosis', 'T-score ≤ -2.5'), ('osteopenia', 'T-score ≤ -1'),
+_RULES = (('osteoporosis', 'T-score ≤ -2.5'), ('osteopenia', 'T-score < -1'),
           ('last10', 'Lowest 10%'), ('last20', 'Lowest 20%'))
 
 
@@ -419,14 +419,14 @@ def _agreement_table(result, cols) -> list:
 def _table_ii(result, cols) -> list:
   rows = [[label] + [_f(result[c][f'{p}_{rule}']) for c in cols
                      for p in ('sens', 'spec')] for rule, label in _RULES]
-  rows.append(['Positives (truth T ≤ -2.5 / ≤ -1)'] + [
+  rows.append(['Positives (truth T ≤ -2.5 / < -1)'] + [
       _f(result[c][k], 1) for c in cols
       for k in ('n_osteoporosis', 'n_osteopenia')])
   header = ['Threshold'] + [f'{_label(c)} {k}' for c in cols
                             for k in ('Sens', 'Spec')]
   return (['## Table II: sensitivity / specificity', '',
            'Osteoporosis rules: truth T ≤ -2.5 is positive; osteopenia '
-           'rule: truth T ≤ -1. "Lowest 10%/20%" flag that fraction of '
+           'rule: truth T < -1. "Lowest 10%/20%" flag that fraction of '
            'predicted T-scores (per vertebra) and are scored for '
            'osteoporosis.', ''] + _table(header, rows))
 

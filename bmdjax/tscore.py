@@ -176,12 +176,13 @@ def t_score(bmd, sex, vertebra, ref: Reference | None = None) -> np.ndarray:
 
 
 def who_category(t):
-  """WHO class of a T-score: normal (T > -1), osteopenia (-2.5 < T <= -1),
-  osteoporosis (T <= -2.5); None for NaN. Scalar in, str out; array in,
+  """WHO class of a T-score: normal (T >= -1), osteopenia (-2.5 < T < -1),
+  osteoporosis (T <= -2.5); None for NaN. WHO 1994 (TRS 843): "within 1 SD
+  of the young adult mean" is normal, so T = -1.0 exactly is normal. Scalar in, str out; array in,
   object array out."""
   arr = np.asarray(t, dtype=float)
   out = np.where(arr <= OSTEOPOROSIS_T, 'osteoporosis',
-                 np.where(arr <= OSTEOPENIA_T, 'osteopenia', 'normal'))
+                 np.where(arr < OSTEOPENIA_T, 'osteopenia', 'normal'))
   out = out.astype(object)
   out[np.isnan(arr)] = None
   return out if out.ndim else out.item()

@@ -4,7 +4,6 @@ uninterrupted `tiny_run`."""
 
 import logging
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -51,6 +50,25 @@ def _wait_for_checkpoint(proc, workdir, after: int, timeout=240.0) -> int:
   pytest.fail(f"no checkpoint after step {after} within {timeout} s")
 
 
+def _wait_for_save_in_progress(proc, workdir, after: int, timeout=240.0) -> int:
+  """Polls (every ms) until a checkpoint of a step > `after` is being written;
+  returns that step. Saves of the tiny model last tens of milliseconds."""
+  ckpt = os.path.join(workdir, "checkpoints")
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    names = os.listdir(ckpt) if os.path.isdir(ckpt) else []
+    for name in names:
+      step = name.split(".")[0]
+      if ".orbax-checkpoint-tmp" in name and step.isdigit() and int(step) > after:
+        return int(step)
+    if proc.poll() is not None:
+      pytest.fail(f"training ended (rc {proc.returncode}) before a save after step "
+                  f"{after} was seen in progress:\n{proc.stdout.read()[-3000:]}")
+    time.sleep(0.001)
+  proc.kill()
+  pytest.fail(f"no save in progress after step {after} within {timeout} s")
+
+
 def _assert_same_as_uninterrupted(config, workdir, full):
   resumed = train.train_and_evaluate(config, str(workdir))
   assert resumed["step"] == full["step"]
@@ -76,13 +94,16 @@ def test_sigterm_then_kill9_then_restart_equals_uninterrupted_run(tiny_run, tmp_
   assert mngr.latest_step() == stopped  # the stop itself was checkpointed
   mngr.close()
 
-  # 2. The requeued job is killed with no warning, somewhere after its next save.
+  # 2. The requeued job is killed with no warning while it writes its next
+  # checkpoint (orbax's temporary folder exists, not yet renamed/committed).
   proc = _start(config.data.dir, work)
-  _wait_for_checkpoint(proc, work, after=stopped)
-  time.sleep(random.Random(0).uniform(0.0, 0.3))
+  partial = _wait_for_save_in_progress(proc, work, after=stopped)
   proc.kill()
   proc.communicate(timeout=60)
   assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+  mngr = ocp.CheckpointManager(os.path.join(work, "checkpoints"))
+  assert mngr.latest_step() < partial  # the half-written step is not a checkpoint
+  mngr.close()
 
   # 3. Restarted to the end: the same parameters and optimizer state, bit for bit.
   _assert_same_as_uninterrupted(config, work, full)

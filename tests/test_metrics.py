@@ -133,7 +133,7 @@ def test_vertebra_metrics_values():
   labels = p.true_t <= -2.5
   assert out['auc'] == pytest.approx(skm.roc_auc_score(labels, -p.pred_t))
   assert out['sens_osteopenia'] == pytest.approx(
-      skm.recall_score(p.true_t <= -1, p.pred_t <= -1))
+      skm.recall_score(p.true_t < -1, p.pred_t < -1))  # WHO: T = -1 is normal
   flags = metrics.lowest_fraction(p.pred_t, 0.2)
   assert out['spec_last20'] == pytest.approx(
       skm.recall_score(labels, flags, pos_label=False))

@@ -137,7 +137,7 @@ def test_tables_md_has_the_tables(full_report):
   for heading in ('Table I', 'Table II', 'Table V', 'Table VI', 'Table VII',
                   'Model vs age+sex baseline', 'Age+sex baseline'):
     assert heading in text, heading
-  for row in ('T-score ≤ -2.5', 'T-score ≤ -1', 'Lowest 10%', 'Lowest 20%',
+  for row in ('T-score ≤ -2.5', 'T-score < -1', 'Lowest 10%', 'Lowest 20%',
               '| M40-50 |', '| F70-90 |'):
     assert row in text, row
   assert 'nan' not in text.lower()

@@ -42,7 +42,8 @@ def test_t_score_vectorised_over_sex_and_vertebra():
 def test_who_category_boundaries():
   assert tscore.who_category(-2.5) == 'osteoporosis'
   assert tscore.who_category(-2.49) == 'osteopenia'
-  assert tscore.who_category(-1.0) == 'osteopenia'
+  assert tscore.who_category(-1.0) == 'normal'  # WHO: within 1 SD is normal
+  assert tscore.who_category(-1.01) == 'osteopenia'
   assert tscore.who_category(-0.99) == 'normal'
   assert tscore.who_category(np.nan) is None
   assert list(tscore.who_category([-3, -1.5, 0.5])) == [

@@ -1,0 +1,62 @@
+"""T-scores against hand values, and reference-table checks that must hold
+row by row (mutation testing found these unguarded; docs/mutation.md)."""
+
+import numpy as np
+import pytest
+
+from bmdjax import tscore
+
+
+def test_t_scores_by_hand_with_the_shipped_table():
+  ref = tscore.load_reference()
+  # bmdjax/data/tscore_reference.csv: M L1 0.999 +- 0.123, F L1 0.960 +- 0.128,
+  # F L3 1.100 +- 0.127.
+  got = tscore.t_score([0.999, 0.6915, 0.960, 1.100], ['M', 'M', 'F', 'female'],
+                       ['L1', 'L1', 'l1', 'L3'], ref)
+  np.testing.assert_allclose(got, [0.0, -2.5, 0.0, 0.0], atol=1e-12)
+  assert tscore.t_score(0.704, 'F', 'L1', ref) == pytest.approx((0.704 - 0.960) / 0.128)
+  assert isinstance(tscore.t_score(0.704, 'F', 'L1', ref), float)  # scalar in, float out
+  # Broadcasting: one sex and vertebra for many BMDs; NaN BMD stays NaN.
+  t = tscore.t_score(np.array([[0.96, np.nan]]), 'F', 'L1', ref)
+  assert t.shape == (1, 2) and t[0, 0] == 0.0 and np.isnan(t[0, 1])
+
+
+def test_source_comment_without_a_space(tmp_path):
+  path = tmp_path / 'ref.csv'
+  path.write_text('#source:GE Lunar, site Y\nsex, vertebra, mean, sd\nF, L2, 1.0, 0.125\n')
+  ref = tscore.load_reference(path)
+  assert ref.source == 'GE Lunar, site Y'
+  assert tscore.t_score(0.75, 'F', 'L2', ref) == -2.0
+  nameless = tmp_path / 'plain.csv'
+  nameless.write_text('# a table\nsex,vertebra,mean,sd\nF,L2,1.0,0.125\n')
+  assert tscore.load_reference(nameless).source == str(nameless)
+
+
+def test_every_bad_row_is_reported_at_once(tmp_path):
+  path = tmp_path / 'ref.csv'
+  path.write_text('sex,vertebra,mean,sd\nM,L1,1.0,0\nX,L1,1.0,0.1\nM,L9,1.0,0.1\n'
+                  'M,L2,1.0,0.1\nM,L2,1.0,0.1\nF,L3,x,0.1\n')
+  with pytest.raises(ValueError) as e:
+    tscore.load_reference(path)
+  msg = str(e.value)
+  # sd = 0 is refused (a T-score would divide by it), and all five rows are named.
+  assert (f'T-score reference {path}: row 1: mean and sd must be numbers with sd > 0'
+          in msg)
+  for row in ('; row 2: sex must be', '; row 3: vertebra must be', '; row 5: duplicate',
+              '; row 6: mean and sd'):
+    assert row in msg, row
+
+
+def test_unknown_sexes_are_listed_sorted_and_comma_separated():
+  with pytest.raises(ValueError, match=r"got 'O', 'x', None$"):
+    tscore.normalize_sex(['x', 'M', 'O', None])
+  out = tscore.normalize_sex(np.array([['m', 'F'], ['male', 'Woman']], dtype=object))
+  assert out.shape == (2, 2) and out.tolist() == [['M', 'F'], ['M', 'F']]
+
+
+def test_unparseable_reference_names_the_file(tmp_path):
+  path = tmp_path / 'ref.csv'
+  path.write_text('sex,vertebra,mean,sd\n"M,L1,1.0,0.1\n')  # unterminated quote
+  with pytest.raises(ValueError, match='cannot parse CSV') as e:
+    tscore.load_reference(path)
+  assert str(path) in str(e.value)
