@@ -52,8 +52,8 @@ def _result(t, fitted=None, sex="F"):
 
 
 @pytest.mark.parametrize("t, shown, category", [
-    (-0.98, "-1.0", "osteopenia"), (-1.0, "-1.0", "osteopenia"),
-    (-0.94, "-0.9", "normal"), (-2.5, "-2.5", "osteoporosis"),
+    (-0.98, "-1.0", "normal"), (-1.0, "-1.0", "normal"), (-1.04, "-1.0", "normal"),
+    (-1.06, "-1.1", "osteopenia"), (-0.94, "-0.9", "normal"), (-2.5, "-2.5", "osteoporosis"),
     (-2.46, "-2.5", "osteoporosis"), (-2.44, "-2.4", "osteopenia")])
 @pytest.mark.parametrize("with_fit", [False, True])
 def test_overlay_title_and_category_agree_at_boundaries(t, shown, category, with_fit, fitted):
