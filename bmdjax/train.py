@@ -44,7 +44,7 @@ import optax
 import orbax.checkpoint as ocp
 from tqdm import tqdm
 
-from bmdjax import distributed, inference, input_pipeline, preemption, tasks
+from bmdjax import distributed, inference, input_pipeline, preemption, tasks, warm_start
 
 FLAGS = flags.FLAGS
 
@@ -230,6 +230,9 @@ def train_and_evaluate(config, workdir: str, stop_after_steps: int | None = None
 
   # --- model
   graphdef, params, rest = inference.init_model_state(config)
+  if config.get("init_from"):  # fine-tuning; a resumed run's checkpoint wins below
+    params, from_step = warm_start.restore_from(config.init_from, params)
+    logging.info("initialised from %s (best checkpoint, step %d)", config.init_from, from_step)
 
   # --- optimiser
   tx, lr_schedule = make_optimizer(config.optim, total_steps, steps_per_epoch)
