@@ -122,6 +122,14 @@ def screenshots(out: str, work: str) -> list[str]:
   return paths
 
 
+def tiny_cohort(out: str, patients: int = 5) -> str:
+  """A few coarse synthetic films (fast to render and to serve)."""
+  from data_prep import synthesize  # pylint: disable=import-outside-toplevel
+  synthesize.generate(out, patients=patients, seed=5, spacing_range=(1.4, 1.6),
+                      followup_fraction=0.0, workers=1, ceiling_samples=5_000, progress=False)
+  return out
+
+
 if __name__ == "__main__":
   import argparse
   parser = argparse.ArgumentParser(description=__doc__)
@@ -129,3 +137,4 @@ if __name__ == "__main__":
   parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "bmdjax-screens"))
   args = parser.parse_args()
   print("\n".join(screenshots(args.out, args.work)))
+
