@@ -151,6 +151,9 @@ def main(argv):
     return
   if not FLAGS.dicom_dir:
     raise app.UsageError("--dicom_dir is required: the folder of the DICOMs to annotate")
+  if FLAGS.landmarks and FLAGS.landmark_workdir:
+    raise app.UsageError("give --landmarks (points to start from) or --landmark_workdir (a "
+                         "detector to run first), not both")
   session = make_session(FLAGS.dicom_dir, FLAGS.out, FLAGS.landmarks, FLAGS.landmark_workdir,
                          FLAGS.manifest, FLAGS.min_confidence)
   server = server_lib.Server(session, FLAGS.host, FLAGS.port)

@@ -108,9 +108,6 @@ def screenshots(out: str, work: str) -> list[str]:
       good = marks.image[0]
       wait_ready(d, server.url + "#" + good)
       WebDriverWait(d, 20).until(lambda d: len(d.find_elements("css selector", "#rois polygon")) == 14)
-      print("film on screen:", d.execute_script(
-          "const r = document.getElementById('film').getBoundingClientRect();"
-          "return [r.left, r.top, r.width, r.height, window.innerHeight];"))
       paths.append(os.path.join(out, "annotate_prefilled.png"))
       d.save_screenshot(paths[-1])
       wait_ready(d, server.url + "?" + "#" + marks.image[bad])  # a new page load

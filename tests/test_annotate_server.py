@@ -192,3 +192,33 @@ def test_an_unreadable_study_says_why(cohort, tmp_path):
     server.stop()
   assert status == 422 and b"DICOM" in body
   assert link == 404 and session.studies["link.dcm"].path is None
+
+
+def test_the_command_line_serves_the_page_and_stops_on_ctrl_c(cohort, tmp_path):
+  import signal
+  import socket
+  import subprocess
+  import sys
+  help_text = subprocess.run([sys.executable, "-m", "bmdjax.annotate", "--help"],
+                             capture_output=True, text=True).stdout  # absl exits 1
+  for must in ("flagged studies first", "--export_coco", "init_from", "127.0.0.1"):
+    assert must in help_text
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  out = tmp_path / "o.csv"
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "bmdjax.annotate", f"--dicom_dir={cohort / 'cohort' / 'dicom'}",
+       f"--out={out}", f"--landmarks={cohort / 'cohort' / 'landmarks.csv'}", f"--port={port}"],
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  try:
+    line = ""
+    while "Open http" not in line:
+      line = proc.stdout.readline()
+      assert line or proc.poll() is None, "the server exited"
+    assert f"http://127.0.0.1:{port}/" in line
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/queue") as r:
+      assert json.loads(r.read())["total"] == 4
+  finally:
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 0
