@@ -231,7 +231,7 @@ def train_and_evaluate(config, workdir: str, stop_after_steps: int | None = None
   # --- model
   graphdef, params, rest = inference.init_model_state(config)
   if config.get("init_from"):  # fine-tuning; a resumed run's checkpoint wins below
-    params, from_step = warm_start.restore_from(config.init_from, params)
+    params, rest, from_step = warm_start.restore_from(config.init_from, params, rest)
     logging.info("initialised from %s (best checkpoint, step %d)", config.init_from, from_step)
 
   # --- optimiser

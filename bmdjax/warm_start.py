@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -34,8 +35,10 @@ def shape_differences(params, other) -> list[str]:
   return out
 
 
-def restore_from(workdir: str, params):
-  """`params` (a pure dict) replaced by the best parameters of run `workdir`.
+def restore_from(workdir: str, params, rest):
+  """(params, rest, step): `params` replaced by the best parameters of run
+  `workdir`, and the floating-point state of `rest` (BatchNorm statistics) by
+  its own; random-number state stays this run's.
 
   Raises ValueError naming every parameter whose shape differs."""
   workdir = os.path.abspath(os.fspath(workdir))
@@ -51,6 +54,15 @@ def restore_from(workdir: str, params):
         f"init_from={workdir}: its model ({other_config.model.name}) does not match this "
         f"one ({len(diff)} parameter(s) differ: {shown}). Use the same model settings "
         "(width, levels, backbone, target) as the run you start from.")
-  restored, _, step = inference.restore_params(workdir, other_params, other_rest, "best")
-  restored = jax.tree.map(lambda new, old: np.asarray(old, dtype=new.dtype), params, restored)
-  return restored, step
+  restored, restored_rest, step = inference.restore_params(workdir, other_params, other_rest,
+                                                           "best")
+  params = jax.tree.map(lambda new, old: np.asarray(old, dtype=new.dtype), params, restored)
+  theirs = _flat(restored_rest)
+  def take(path, new):
+    old = theirs.get(jax.tree_util.keystr(path))
+    if (old is not None and jnp.issubdtype(new.dtype, jnp.floating)
+        and tuple(old.shape) == tuple(new.shape)):
+      return np.asarray(old, dtype=new.dtype)
+    return new
+  rest = jax.tree_util.tree_map_with_path(take, rest)
+  return params, rest, step

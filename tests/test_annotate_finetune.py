@@ -18,7 +18,7 @@ def _leaves(tree):
 def test_init_from_starts_training_from_the_other_runs_best_params(tiny_detector, tmp_path):
   config, workdir, _ = tiny_detector
   _, fresh, rest = inference.init_model_state(config)
-  source, _, _ = inference.restore_params(str(workdir), fresh, rest, "best")
+  source, source_rest, _ = inference.restore_params(str(workdir), fresh, rest, "best")
   tuned = copy.deepcopy(config)
   tuned.init_from = str(workdir)
   tuned.seed = 1  # another random init, which init_from must replace
@@ -32,6 +32,15 @@ def test_init_from_starts_training_from_the_other_runs_best_params(tiny_detector
   from_init = max(np.abs(a - s).max() for a, s in zip(_leaves(after), _leaves(other_init)))
   assert from_source <= lr * (1 + 1e-6)
   assert from_init > 5 * lr
+  # BatchNorm statistics come along (the first step's batch moves them 10%).
+  restored_params, restored_rest, _ = warm_start.restore_from(str(workdir), fresh, rest)
+  for a, b in zip(_leaves(restored_params), _leaves(source)):
+    np.testing.assert_array_equal(a, b)
+  stats = [(a, b) for a, b, c in zip(_leaves(restored_rest), _leaves(source_rest), _leaves(rest))
+           if not np.array_equal(b, c)]
+  assert stats  # the trained run has statistics that differ from a fresh model's
+  for a, b in stats:
+    np.testing.assert_array_equal(a, b)
 
 
 def test_init_from_a_different_model_names_the_parameters_that_differ(tiny_detector):
@@ -40,12 +49,12 @@ def test_init_from_a_different_model_names_the_parameters_that_differ(tiny_detec
   wider.model.width = 6
   _, params, _ = inference.init_model_state(wider)
   with pytest.raises(ValueError, match=r"parameter\(s\) differ: .*\(4,\) in init_from"):
-    warm_start.restore_from(str(workdir), params)
+    warm_start.restore_from(str(workdir), params, {})
 
 
 def test_init_from_a_folder_without_a_run_says_so(tmp_path):
   with pytest.raises(FileNotFoundError, match="run.json not found"):
-    warm_start.restore_from(str(tmp_path), {})
+    warm_start.restore_from(str(tmp_path), {}, {})
 
 
 def test_the_detector_prefills_the_queue_least_confident_first(tiny_detector, cohort_dir,
