@@ -192,3 +192,40 @@ def test_two_tabs_do_not_lose_each_others_work(driver, served):
     driver.switch_to.window(tab2)
     driver.close()
     driver.switch_to.window(tab1)
+
+
+def test_zoom_pan_and_window_keep_points_where_they_belong(driver, served):
+  from selenium.webdriver.common.action_chains import ActionChains
+  server, out = served
+  open_study(driver, server, "S000000.dcm")
+  ctm = lambda: driver.execute_script(
+      "const m = document.getElementById('canvas').getScreenCTM(); return [m.a, m.e, m.f];")
+  a0 = ctm()[0]
+  key(driver, "+")
+  key(driver, "+")
+  a1, e1, f1 = ctm()
+  assert a1 == pytest.approx(a0 * 1.25 ** 2, rel=1e-6)
+  # Pan by dragging the film (not a point): the view shifts by the drag.
+  film = driver.find_element("id", "canvas")
+  ActionChains(driver).move_to_element_with_offset(film, -200, 200).click_and_hold() \
+      .move_by_offset(-60, 0).release().perform()
+  a2, e2, f2 = ctm()
+  assert a2 == pytest.approx(a1) and e2 - e1 == pytest.approx(-60, abs=1)
+  # A drag at this zoom moves the point by screen pixels / zoom.
+  before = points(driver)
+  circle = driver.find_element("css selector", "#points circle[data-index='6']")
+  ActionChains(driver).move_to_element(circle).click_and_hold().move_by_offset(20, -15) \
+      .release().perform()
+  np.testing.assert_allclose(points(driver)[6] - before[6], np.array([20, -15]) / a2,
+                             atol=1.5 / a2)
+  # Window: the film's filter maps [low, high] to [0, 1].
+  driver.execute_script(
+      "for (const [id, v] of [['win-lo', 51], ['win-hi', 204]]) {"
+      "  const e = document.getElementById(id); e.value = v;"
+      "  e.dispatchEvent(new Event('input')); }")
+  slope = float(driver.find_element("id", "fr").get_attribute("slope"))
+  intercept = float(driver.find_element("id", "fr").get_attribute("intercept"))
+  assert slope * 51 / 255 + intercept == pytest.approx(0.0, abs=1e-9)
+  assert slope * 204 / 255 + intercept == pytest.approx(1.0, abs=1e-9)
+  key(driver, "0")
+  assert ctm()[0] == pytest.approx(a0, rel=1e-6)
