@@ -37,15 +37,13 @@ page no DICOM header text, only each study's relative path.
 
 from __future__ import annotations
 
-import os
 import sys
 
 from absl import app, flags
 
-from bmdjax.annotation import queue as queue_lib
+from bmdjax.annotation import interchange, sources
 from bmdjax.annotation import server as server_lib
-from bmdjax.annotation import store as store_lib
-from data_prep import coco_keypoints, rois
+from data_prep import rois
 
 FLAGS = flags.FLAGS
 
@@ -72,89 +70,23 @@ def define_flags():
                       "into --out as accepted studies and exit.")
 
 
-def export_coco(out: str, path: str, dicom_dir: str | None) -> int:
-  rows = store_lib.read_rows(out)
-  if not rows:
-    raise SystemExit(f"{out}: no annotations to export")
-  studies, skipped = [], 0
-  for image, row in rows.items():
-    lm = store_lib.landmarks_of(row)
-    if lm is None or row["status"] == "unusable":
-      skipped += 1
-      continue
-    h, w = row["height"], row["width"]
-    if not (h and w):
-      if not dicom_dir:
-        raise SystemExit(f"{out} has no width/height for {image}: give --dicom_dir so the "
-                         "image sizes can be read from the DICOMs")
-      h, w = coco_keypoints.image_shape(os.path.join(dicom_dir, image))
-    studies.append({"image": image, "width": w, "height": h, "landmarks": lm})
-  coco_keypoints.write(coco_keypoints.to_coco(studies), path)
-  print(f"wrote {len(studies)} studies to {path}"
-        + (f"; left out {skipped} unusable or incomplete" if skipped else ""))
-  return len(studies)
-
-
-def import_coco(path: str, out: str) -> int:
-  try:
-    studies = coco_keypoints.read(path)
-  except ValueError as e:
-    raise SystemExit(str(e)) from e
-  store = store_lib.AnnotationStore(out)
-  for s in studies:
-    store.save(s["image"], status="accepted", landmarks=s["landmarks"].tolist(),
-               shape=(s["height"], s["width"]) if s["height"] and s["width"] else None)
-  print(f"imported {len(studies)} studies from {path} into {out}")
-  return len(studies)
-
-
-def make_session(dicom_dir: str, out: str, landmarks: str | None = None,
-                 landmark_workdir: str | None = None, manifest: str | None = None,
-                 min_confidence: float | None = None) -> queue_lib.Session:
-  store = store_lib.AnnotationStore(out)
-  man = queue_lib.read_manifest(manifest) if manifest else None
-  prefill, source = None, ""
-  if landmarks:
-    prefill, source = queue_lib.read_prefill(landmarks), os.path.basename(landmarks)
-  elif landmark_workdir:
-    from data_prep import build  # pylint: disable=import-outside-toplevel
-    cache = os.path.splitext(os.path.abspath(out))[0] + "_detected.csv"
-    names = list(man) if man else queue_lib.list_dicom_dir(os.path.realpath(dicom_dir))
-    names = [n for n in names if queue_lib.inside(os.path.realpath(dicom_dir), n)]
-    cached = queue_lib.read_prefill(cache) if os.path.exists(cache) else {}
-    if set(names) - set(cached):
-      print(f"detecting landmarks on {len(names)} studies with {landmark_workdir} "
-            f"(cached in {cache})")
-      build.detect_landmarks([os.path.join(dicom_dir, n) for n in names], names,
-                             landmark_workdir, cache, min_confidence)
-      cached = queue_lib.read_prefill(cache)
-    else:
-      print(f"using the detections cached in {cache}")
-    prefill, source = cached, "detector"
-    if min_confidence is None:
-      from bmdjax import inference  # pylint: disable=import-outside-toplevel
-      run = inference.load_run_info(landmark_workdir)
-      min_confidence = run["config"].get("checks", {}).get("min_confidence")
-  return queue_lib.Session(dicom_dir, store, prefill, source, man, min_confidence)
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   if not FLAGS.out:
     raise app.UsageError("--out is required: the annotation CSV to write (and resume from)")
   if FLAGS.export_coco:
-    export_coco(FLAGS.out, FLAGS.export_coco, FLAGS.dicom_dir)
+    interchange.export_coco(FLAGS.out, FLAGS.export_coco, FLAGS.dicom_dir)
     return
   if FLAGS.import_coco:
-    import_coco(FLAGS.import_coco, FLAGS.out)
+    interchange.import_coco(FLAGS.import_coco, FLAGS.out)
     return
   if not FLAGS.dicom_dir:
     raise app.UsageError("--dicom_dir is required: the folder of the DICOMs to annotate")
   if FLAGS.landmarks and FLAGS.landmark_workdir:
     raise app.UsageError("give --landmarks (points to start from) or --landmark_workdir (a "
                          "detector to run first), not both")
-  session = make_session(FLAGS.dicom_dir, FLAGS.out, FLAGS.landmarks, FLAGS.landmark_workdir,
+  session = sources.make_session(FLAGS.dicom_dir, FLAGS.out, FLAGS.landmarks, FLAGS.landmark_workdir,
                          FLAGS.manifest, FLAGS.min_confidence)
   server = server_lib.Server(session, FLAGS.host, FLAGS.port)
   q = session.queue()

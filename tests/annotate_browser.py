@@ -74,7 +74,7 @@ def screenshots(out: str, work: str) -> list[str]:
   import numpy as np  # pylint: disable=import-outside-toplevel
   import pandas as pd  # pylint: disable=import-outside-toplevel
   from selenium.webdriver.support.ui import WebDriverWait  # pylint: disable=import-outside-toplevel
-  from bmdjax import annotate  # pylint: disable=import-outside-toplevel
+  from bmdjax.annotation import sources  # pylint: disable=import-outside-toplevel
   from bmdjax.annotation import server as server_lib  # pylint: disable=import-outside-toplevel
   from data_prep import synthesize  # pylint: disable=import-outside-toplevel
   cohort = os.path.join(work, "cohort")
@@ -99,7 +99,7 @@ def screenshots(out: str, work: str) -> list[str]:
   marks["error"] = ""
   prefill = os.path.join(work, "landmarks_detected.csv")
   marks.to_csv(prefill, index=False)
-  session = annotate.make_session(os.path.join(cohort, "dicom"),
+  session = sources.make_session(os.path.join(cohort, "dicom"),
                                   os.path.join(work, "annotations.csv"), landmarks=prefill)
   server = server_lib.Server(session, port=0).start()
   paths = []

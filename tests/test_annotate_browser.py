@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bmdjax import annotate
+from bmdjax.annotation import sources
 from bmdjax.annotation import server as server_lib
 from bmdjax.annotation import store as store_lib
 from tests import annotate_browser as ab
@@ -33,7 +33,7 @@ def driver():
 
 @pytest.fixture()
 def served(cohort, tmp_path):
-  session = annotate.make_session(str(cohort / "cohort" / "dicom"), str(tmp_path / "out.csv"),
+  session = sources.make_session(str(cohort / "cohort" / "dicom"), str(tmp_path / "out.csv"),
                                   landmarks=str(cohort / "cohort" / "landmarks.csv"))
   server = server_lib.Server(session, port=0).start()
   yield server, tmp_path / "out.csv"

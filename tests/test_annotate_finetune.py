@@ -8,7 +8,8 @@ import jax
 import numpy as np
 import pytest
 
-from bmdjax import annotate, detector, inference, train, warm_start
+from bmdjax import detector, inference, train, warm_start
+from bmdjax.annotation import sources
 
 
 def _leaves(tree):
@@ -62,7 +63,7 @@ def test_the_detector_prefills_the_queue_least_confident_first(tiny_detector, co
   _, workdir, _ = tiny_detector
   dicom = str(cohort_dir / "dicom")
   out = str(tmp_path / "annotations.csv")
-  session = annotate.make_session(dicom, out, landmark_workdir=str(workdir))
+  session = sources.make_session(dicom, out, landmark_workdir=str(workdir))
   cache = str(tmp_path / "annotations_detected.csv")
   assert os.path.exists(cache)
   names = sorted(session.studies)
@@ -80,5 +81,5 @@ def test_the_detector_prefills_the_queue_least_confident_first(tiny_detector, co
   assert session.order()[:len(flagged)] == flagged
   # A restart reads the cache instead of detecting again.
   mtime = os.path.getmtime(cache)
-  again = annotate.make_session(dicom, out, landmark_workdir=str(workdir))
+  again = sources.make_session(dicom, out, landmark_workdir=str(workdir))
   assert os.path.getmtime(cache) == mtime and set(again.studies) == set(names)

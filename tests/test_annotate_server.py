@@ -14,7 +14,7 @@ from PIL import Image
 import pydicom
 import pytest
 
-from bmdjax import annotate
+from bmdjax.annotation import sources
 from bmdjax.annotation import server as server_lib
 from data_prep import dicom_io, rois
 from tests import annotate_browser
@@ -40,7 +40,7 @@ def served(cohort, tmp_path):
   marks["error"] = ""
   prefill = tmp_path / "landmarks_detected.csv"
   marks.to_csv(prefill, index=False)
-  session = annotate.make_session(str(cohort / "cohort" / "dicom"), str(tmp_path / "out.csv"),
+  session = sources.make_session(str(cohort / "cohort" / "dicom"), str(tmp_path / "out.csv"),
                                   landmarks=str(prefill))
   server = server_lib.Server(session, port=0).start()
   yield server, session, marks
@@ -183,7 +183,7 @@ def test_an_unreadable_study_says_why(cohort, tmp_path):
   d.mkdir()
   (d / "broken.dcm").write_bytes(b"not a dicom file at all")
   os.symlink(cohort / "secret.txt", d / "link.dcm")
-  session = annotate.make_session(str(d), str(tmp_path / "o.csv"))
+  session = sources.make_session(str(d), str(tmp_path / "o.csv"))
   server = server_lib.Server(session, port=0).start()
   try:
     status, body, _ = get(server, "/api/study?image=broken.dcm")

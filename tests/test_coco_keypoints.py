@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from bmdjax import annotate
+from bmdjax.annotation import interchange
 from bmdjax.annotation import store as store_lib
 from data_prep import coco_keypoints, rois
 
@@ -44,8 +44,8 @@ def test_csv_to_coco_to_csv_is_exact(tmp_path):
     store.save(s["image"], status="accepted", landmarks=s["landmarks"].tolist(),
                shape=(s["height"], s["width"]))
   store.save("site/bad.dcm", status="unusable", reason="lateral")
-  assert annotate.export_coco(str(src), str(coco), None) == 5  # unusable left out
-  assert annotate.import_coco(str(coco), str(back)) == 5
+  assert interchange.export_coco(str(src), str(coco), None) == 5  # unusable left out
+  assert interchange.import_coco(str(coco), str(back)) == 5
   a, b = store_lib.read_rows(str(src)), store_lib.read_rows(str(back))
   assert set(b) == set(a) - {"site/bad.dcm"}
   for image in b:
@@ -85,7 +85,7 @@ def test_import_refuses_with_the_reason(change, message, tmp_path):
   with pytest.raises(ValueError, match=message):
     coco_keypoints.read(str(path))
   with pytest.raises(SystemExit, match=message):  # the CLI says the same and writes nothing
-    annotate.import_coco(str(path), str(tmp_path / "o.csv"))
+    interchange.import_coco(str(path), str(tmp_path / "o.csv"))
   assert not (tmp_path / "o.csv").exists()
 
 
@@ -94,8 +94,8 @@ def test_export_reads_image_sizes_from_the_dicoms_when_the_csv_has_none(tmp_path
   cohort = annotate_browser.tiny_cohort(str(tmp_path / "cohort"), patients=2)
   out = tmp_path / "coco.json"
   with pytest.raises(SystemExit, match="give --dicom_dir"):
-    annotate.export_coco(f"{cohort}/landmarks.csv", str(out), None)
-  annotate.export_coco(f"{cohort}/landmarks.csv", str(out), f"{cohort}/dicom")
+    interchange.export_coco(f"{cohort}/landmarks.csv", str(out), None)
+  interchange.export_coco(f"{cohort}/landmarks.csv", str(out), f"{cohort}/dicom")
   from data_prep import dicom_io
   for im in json.loads(out.read_text())["images"]:
     h, w = dicom_io.read_radiograph(f"{cohort}/dicom/{im['file_name']}").image.shape

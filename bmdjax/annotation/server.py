@@ -123,8 +123,7 @@ def make_handler(session: queue_lib.Session):
         return self._json(200, session.check(name, body.get("landmarks"),
                                              body.get("confidence")))
       if path == "/api/save":
-        status = body.get("status")
-        landmarks, flags, shape = body.get("landmarks"), [], None
+        status, landmarks, flags = body.get("status"), body.get("landmarks"), []
         r = session.radiograph(name)
         shape = r.image.shape
         if status == "accepted":
