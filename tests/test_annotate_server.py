@@ -222,3 +222,12 @@ def test_the_command_line_serves_the_page_and_stops_on_ctrl_c(cohort, tmp_path):
   finally:
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=30) == 0
+
+
+def test_without_any_points_a_study_starts_from_a_template_inside_the_image(cohort, tmp_path):
+  session = sources.make_session(str(cohort / "cohort" / "dicom"), str(tmp_path / "o.csv"))
+  s = session.study("S000000.dcm")
+  lm = np.array(s["landmarks"])
+  assert s["source"] == "template" and lm.shape == (16, 2) and s["confidence"] is None
+  assert (lm >= 0).all() and (lm[:, 0] <= s["width"] - 1).all() and (lm[:, 1] <= s["height"] - 1).all()
+  assert len(s["rois"]) == 14
