@@ -61,7 +61,8 @@ def build(cohort: str, landmarks: str, labels: str, out: str):
          f"--size={SIZE}", "--workers=1")
 
 
-def train(data: str, workdir: str, steps: int, n_train: int, init_from: str = ""):
+def train(data: str, workdir: str, steps: int, n_train: int, init_from: str = "",
+          lr: float | None = None):
   if os.path.exists(os.path.join(workdir, "best.json")) and os.path.exists(
       os.path.join(workdir, "done")):
     return
@@ -70,7 +71,8 @@ def train(data: str, workdir: str, steps: int, n_train: int, init_from: str = ""
   _run("bmdjax.train", f"--config={CONFIG}", f"--workdir={workdir}",
        f"--config.data.dir={data}", f"--config.num_epochs={epochs}",
        f"--config.eval_every_epochs={max(epochs // 10, 1)}",
-       f"--config.init_from={init_from}", "--verbosity=-1")
+       f"--config.init_from={init_from}", "--verbosity=-1",
+       *([f"--config.optim.lr={lr}"] if lr else []))
   open(os.path.join(workdir, "done"), "w").close()
 
 
@@ -139,12 +141,12 @@ def main(argv):
     data = os.path.join(out, f"prep_b_{n}")
     build(b, lm_csv, lab_csv, data)
     row = dict(n=n)
-    for arm, init in (("fine_tuned", pre), ("scratch", "")):
+    for arm, init, lr in (("fine_tuned", pre, FLAGS.finetune_lr), ("scratch", "", None)):
       work = os.path.join(out, f"{arm}_{n}")
-      train(data, work, FLAGS.steps, n, init)
+      train(data, work, FLAGS.steps, n, init, lr)
       row[arm] = evaluate(work, b, test_csv)
     rows.append(row)
-  result = dict(settings=dict(config=CONFIG, steps=FLAGS.steps,
+  result = dict(settings=dict(config=CONFIG, steps=FLAGS.steps, finetune_lr=FLAGS.finetune_lr,
                               pretrain_steps=FLAGS.pretrain_steps,
                               patients_a=FLAGS.patients_a, patients_b=FLAGS.patients_b,
                               render_b=RENDER_B, test_studies=n_test,
@@ -173,4 +175,6 @@ if __name__ == "__main__":
   flags.DEFINE_integer("val", 20, "Cohort-B validation studies (best checkpoint).")
   flags.DEFINE_integer("steps", 150, "Training steps of every fine-tuning/scratch run.")
   flags.DEFINE_integer("pretrain_steps", 300, "Training steps of the detector on A.")
+  flags.DEFINE_float("finetune_lr", None, "Learning rate of the fine-tuning runs "
+                     "(default: the config's, as for training from scratch).")
   app.run(main)
