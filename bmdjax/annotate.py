@@ -23,7 +23,8 @@ The workflow (README, "Annotating landmarks"):
   4. fine-tune: --out is a landmarks.csv (unusable rows have empty points and
      are skipped by data prep): data_prep.build_landmarks on it, then
      bmdjax.train --config=configs/landmarks.py --config.init_from=PRETRAINED
-     --config.data.dir=...; detect again with the new detector and repeat.
+     --config.optim.lr=1e-4 --config.data.dir=...; detect again with the new
+     detector and repeat.
 
 Interchange with CVAT / Label Studio (COCO keypoints, 16 named points and
 the skeleton of data_prep/rois.py):
