@@ -41,7 +41,8 @@ from ml_collections import config_flags
 import optax
 from tqdm import tqdm
 
-from bmdjax import cli, config_lib, distributed, inference, input_pipeline, preemption, runs, tasks
+from bmdjax import (cli, config_lib, distributed, inference, input_pipeline, preemption, runs,
+                    tasks, warm_start)
 # Checkpointing lives in bmdjax.runs; these names are kept for callers.
 from bmdjax.runs import (all_finite, restore_checkpoint, restore_latest_good,  # noqa: F401
                          save_checkpoint)
@@ -151,6 +152,9 @@ def train_and_evaluate(config, workdir: str, stop_after_steps: int | None = None
 
   # --- model
   graphdef, params, rest = inference.init_model_state(config)
+  if config.get("init_from"):  # fine-tuning; a resumed run's checkpoint wins below
+    params, rest, from_step = warm_start.restore_from(config.init_from, params, rest)
+    logging.info("initialised from %s (best checkpoint, step %d)", config.init_from, from_step)
 
   # --- optimiser
   tx, lr_schedule = make_optimizer(config.optim, total_steps, steps_per_epoch)

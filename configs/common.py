@@ -111,6 +111,8 @@ def add_loop_settings(c):
   c.checkpoint_every_steps = 500
   c.keep_checkpoints = 3
   c.eval_every_epochs = 1
+  # Workdir of a finished run whose best parameters start this one (fine-tuning).
+  c.init_from = ""
 
 
 def _demo(c):
