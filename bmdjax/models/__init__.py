@@ -32,7 +32,7 @@ def build(model_config, *, rngs: nnx.Rngs) -> nnx.Module:
   if cls is HeatmapGraphDetector:
     return cls(width=c.width, levels=c.levels, graph_dim=c.graph_dim,
                graph_layers=c.graph_layers, heatmap_sigma=c.heatmap_sigma,
-               dtype=c.dtype, rngs=rngs)
+               input_norm=c.get("input_norm", "none"), dtype=c.dtype, rngs=rngs)
   kwargs = dict(backbone=c.backbone, num_inputs=c.num_inputs,
                 num_outputs=c.num_outputs, width=c.width,
                 regressor_hidden=c.regressor_hidden, dtype=c.dtype)
