@@ -41,11 +41,10 @@ import os
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from data_prep import rois
+from data_prep import anatomy, devices, film_processing, render, rois
 
 VERTEBRAE = ("L1", "L2", "L3", "L4")
 
@@ -189,359 +188,22 @@ def assign_missing(n: int, fraction: float, rng: np.random.Generator) -> np.ndar
 
 
 # ---------------------------------------------------------------------------
-# Rendering. Anatomy lives in a patient frame in mm (x to the image right,
-# y down, origin at the C7 body centre), mapped to the detector by a rotation,
-# a scale (body size) and a translation.
+# Rendering: anatomy (data_prep/anatomy.py) -> attenuation (render.py, with
+# devices.py) -> exposure and CR/DX processing (film_processing.py).
 # ---------------------------------------------------------------------------
 
-# Rendering constants (attenuation units: 1 = soft tissue of a full chest).
-RENDER = dict(
-    bone_mu=0.010,            # attenuation per mm of bone at density 1
-    spine_depth=0.35,         # vertebral bodies: AP depth / width, partial volume
-    trabecular_density=0.5,   # times exp(alpha * d)
-    density_alpha=0.3,
-    cortical_density=1.6,
-    cortical_mm=1.1,          # times exp(cortical_alpha * d)
-    cortical_alpha=0.15,
-    texture_amplitude=0.35,   # times exp(texture_alpha * d), trabecular texture
-    texture_alpha=0.1,
-    texture_mm=(0.5, 1.2),    # fine and coarse (porous) texture scales
-    density_field_mm=0.07,    # ROI influence radius, fraction of thorax width
-    render_mm=0.3,            # finest internal grid; finer pixels are upsampled
-    knee=(1.2, 0.35),         # soft saturation of the densest areas (start, width)
-    noise=(0.006, 0.014),     # quantum-like noise sd at 0.2 mm, range
-    gamma=(0.85, 1.15),
-    gain=(0.6, 1.0),          # share of the stored range used
-    rotation_deg=3.0,         # sd, clipped at 2.5 sd
+POSE = dict(
+    ap_share=0.2,             # bedside AP films
+    rotation_deg=3.0,         # sd, clipped at 2.5 sd (x1.5 on AP films)
     body_scale=(1.0, 0.06),   # mean, sd (independent of sex and age)
     translation_mm=12.0,
+    cr_share=0.4,
+    collimated_share=0.7,
+    marker_share=0.9,
+    annotation_share=(0.1, 0.5),  # PA, AP
+    shutter=(0.5, 0.3, 0.2),      # collimated border left as exposed / black / white
 )
-
-# Vertebrae C5, C6, C7, T1..T12, L1: body half widths (mm).
-_VERT_HALF_WIDTH = (12.0, 13.0, 14.0, 15.0, 15.5, 16.0, 16.5, 17.0, 17.5, 18.0,
-                    18.5, 19.5, 20.5, 21.5, 22.5, 23.5)
-# Centre-to-centre distances between consecutive vertebrae (mm).
-_VERT_STEP = (16.0, 17.0, 18.0, 19.0, 19.5, 20.0, 20.5, 21.0, 21.5, 22.0, 22.5,
-              23.5, 24.5, 25.5, 27.0)
-# Ribs 1..12: lateral reach (fraction of the widest), drops (mm) from the spine to
-# the lateral turn and from there to the anterior end.
-_RIB_REACH = (0.45, 0.62, 0.75, 0.84, 0.90, 0.95, 0.98, 1.00, 1.00, 0.97, 0.80, 0.70)
-_RIB_DROP = ((15, 25), (22, 40), (26, 50), (28, 55), (30, 58), (30, 60), (30, 60),
-             (30, 58), (28, 55), (26, 50), (45, 0), (50, 0))  # posterior, anterior
-_LANDMARK_RIBS = (3, 5, 7, 9)  # the rib-cage edge landmarks sit on these ribs
-
-
-@dataclasses.dataclass
-class Anatomy:
-  """One patient's skeleton and soft tissue in the patient frame (mm)."""
-  half_width: float           # widest rib-cage half width
-  vert_x: np.ndarray          # [16] vertebra centres
-  vert_y: np.ndarray
-  vert_hw: np.ndarray
-  vert_hh: np.ndarray
-  ribs: list                  # (points [M, 2], half widths [M], density factor)
-  clavicles: list             # idem
-  landmarks: np.ndarray       # [16, 2]
-  envelope_y: np.ndarray      # lung lateral envelope (inner rib edge)
-  envelope_x: np.ndarray
-  apex_y: float
-  heart: tuple                # centre x, centre y, semi-axes, angle
-  dome: tuple                 # (x, y) of the right and left diaphragm domes
-  body_y: np.ndarray          # body outline half width
-  body_x: np.ndarray
-
-
-def make_anatomy(rng: np.random.Generator, view: str) -> Anatomy:
-  """Draws a skeleton with small shape variations (independent of sex/age)."""
-  hw_max = 140.0 * rng.normal(1.0, 0.04)
-  # Spine: C5..L1, C7 at the origin, a gentle scoliosis.
-  steps = np.array(_VERT_STEP) * rng.normal(1.0, 0.03)
-  centres = np.concatenate([[0.0], np.cumsum(steps)])
-  vy = centres - centres[2]
-  level = np.arange(16) - 2
-  vx = rng.normal(0, 3.0) * np.sin(np.pi * np.clip(level, 0, 13) / 13)
-  vhw = np.array(_VERT_HALF_WIDTH) * rng.normal(1.0, 0.04)
-  vhh = np.concatenate([steps, steps[-1:]]) / 2 - 2.5
-
-  ribs = []
-  rib_lateral = {}
-  for side in (-1, 1):
-    for i in range(12):
-      y0 = vy[3 + i] - 2.0 + rng.normal(0, 1.0)
-      reach = hw_max * _RIB_REACH[i] * rng.normal(1.0, 0.015)
-      post_drop = _RIB_DROP[i][0] * rng.normal(1.0, 0.05)
-      ant_drop = _RIB_DROP[i][1] * rng.normal(1.0, 0.05)
-      # A hoop: posterior arc from the spine to the lateral turn (phi = pi/2),
-      # anterior arc running down and medially to the costal cartilage.
-      phi_end = math.pi - math.asin(0.55) if i < 10 else (0.95, 0.75)[i - 10]
-      phi = np.linspace(0.05, phi_end, 18)
-      x = 15.0 * np.clip(np.cos(phi), 0, None) + reach * np.sin(phi)
-      y = y0 + post_drop * np.where(
-          phi <= math.pi / 2, 1 - np.cos(phi), 1 + np.cos(phi) / math.cos(phi_end) * ant_drop / post_drop)
-      post = phi <= math.pi / 2
-      hw = np.where(post, 4.6 + 1.2 * np.sin(phi), 6.5) * (1.25 if i == 0 else 1.0)
-      rho = np.where(post, 1.0, 0.45)  # anterior ribs: thinner, flatter
-      ribs.append((np.stack([vx[3 + i] + side * x, y], -1), hw, rho))
-      # Outer edge of the rib at its lateral turn: the rib-cage edge.
-      rib_lateral[(side, i + 1)] = (vx[3 + i] + side * (reach + 5.8), y0 + post_drop)
-
-  shift = -20.0 if view == "AP" else 0.0
-  clav_y = vy[5] + rng.normal(0, 6.0) + shift
-  clavicles = []
-  for side in (-1, 1):
-    t = np.linspace(0, 1, 17)
-    sx, ex = side * 20.0, side * (0.95 * hw_max + 15.0)
-    rise = rng.normal(25.0, 5.0) * (0.6 if view == "AP" else 1.0)
-    x = sx + (ex - sx) * t
-    y = clav_y - rise * t ** 0.9 + 5.0 * np.sin(2 * np.pi * t)
-    hw = np.interp(t, [0, 0.12, 0.4, 0.75, 1.0], [10.0, 8.5, 7.0, 6.0, 7.5])
-    clavicles.append((np.stack([x, y], -1), hw, np.ones_like(t)))
-
-  lm = np.zeros((16, 2))
-  lm[0:3] = clavicles[0][0][[0, 8, 16]]  # sternal end, middle, acromial end
-  lm[3:6] = clavicles[1][0][[0, 8, 16]]
-  for k, rib in enumerate(_LANDMARK_RIBS):
-    lm[6 + k] = rib_lateral[(-1, rib)]
-    lm[10 + k] = rib_lateral[(1, rib)]
-  lm[14] = vx[2], vy[2]
-  lm[15] = vx[14], vy[14]
-
-  # Lung envelope: inner edge of the rib lateral extremes, pointed apex.
-  apex_y = vy[3] - 12.0
-  lat = sorted((v[1], abs(v[0])) for (s, i), v in rib_lateral.items() if s == 1 and i <= 10)
-  ey = np.array([apex_y] + [p[0] for p in lat] + [500.0])
-  ex = np.array([12.0] + [p[1] - 11.0 for p in lat] + [lat[-1][1] - 11.0])
-  heart_scale = rng.normal(1.0, 0.07) * (1.1 if view == "AP" else 1.0)
-  heart = (18.0 + rng.normal(0, 4), vy[9] + 30.0 + rng.normal(0, 6),
-           68.0 * heart_scale, 55.0 * heart_scale, np.deg2rad(rng.normal(-15, 5)))
-  dome_y = lat[8][0] - 20.0 + rng.normal(0, 8.0)
-  dome = ((-70.0, dome_y), (75.0, dome_y + 10.0 + rng.normal(0, 4.0)))
-  body_y = np.array([-400.0, -40.0, -10.0, 20.0, 60.0, 120.0, 200.0, 600.0])
-  body_x = np.array([55.0, 58.0, 120.0, 190.0, 182.0, 165.0, 160.0, 165.0])
-  body_x = body_x * np.where(body_y > 0, hw_max / 140.0, 1.0) * rng.normal(1.0, 0.03)
-  return Anatomy(hw_max, vx, vy, vhw, vhh, ribs, clavicles, lm, ey, ex,
-                 apex_y, heart, dome, body_y, body_x)
-
-
-class _Grid:
-  """A grid of shape (h, w) covering the stored image; node -> patient mm.
-
-  Node (i, j) sits at stored-pixel coordinate ((j + .5) W / w - .5, ...), the
-  convention of PIL's resize, so fields rendered on coarse grids line up.
-  """
-
-  def __init__(self, h, w, out_shape, spacing, pose):
-    self.shape = (h, w)
-    H, W = out_shape
-    t, scale, theta = pose
-    c, s = math.cos(theta), math.sin(theta)
-    # detector mm of node: p = spacing * ((j + .5) * W / w - .5)
-    ax, bx = spacing * W / w, spacing * (0.5 * W / w - 0.5)
-    ay, by = spacing * H / h, spacing * (0.5 * H / h - 0.5)
-    # q = R(-theta) (p - t) / scale, with p = (ax j + bx, ay i + by)
-    self._m = np.array([[c * ax, s * ay], [-s * ax, c * ay]]) / scale  # q = m @ [j, i] + b
-    px0, py0 = bx - t[0], by - t[1]
-    self._b = np.array([c * px0 + s * py0, -s * px0 + c * py0]) / scale
-    self._minv = np.linalg.inv(self._m)
-    self.mm_per_node = ax / scale
-
-  def coords(self, win):
-    """Patient-frame mm (qx, qy) of the nodes in window (i0, i1, j0, j1)."""
-    i0, i1, j0, j1 = win
-    j = np.arange(j0, j1, dtype=np.float32)[None, :]
-    i = np.arange(i0, i1, dtype=np.float32)[:, None]
-    m = self._m.astype(np.float32)
-    qx = m[0, 0] * j + m[0, 1] * i + np.float32(self._b[0])
-    qy = m[1, 0] * j + m[1, 1] * i + np.float32(self._b[1])
-    return qx, qy
-
-  def index(self, q):
-    """Grid (j, i) coordinates [N, 2] of patient points q [N, 2]."""
-    return (np.asarray(q, np.float64) - self._b) @ self._minv.T
-
-  def window(self, q, margin):
-    """Index window (i0, i1, j0, j1) covering points q [N, 2] +- margin mm."""
-    q = np.asarray(q, np.float64).reshape(-1, 2)
-    lo, hi = q.min(0) - margin, q.max(0) + margin
-    ji = self.index([[lo[0], lo[1]], [hi[0], lo[1]], [lo[0], hi[1]], [hi[0], hi[1]]])
-    j0, i0 = np.floor(ji.min(0)).astype(int)
-    j1, i1 = np.ceil(ji.max(0)).astype(int) + 1
-    h, w = self.shape
-    i0, j0, i1, j1 = max(i0, 0), max(j0, 0), min(i1, h), min(j1, w)
-    if i1 <= i0 or j1 <= j0:
-      return None
-    return i0, i1, j0, j1
-
-
-def _resize(a: np.ndarray, shape) -> np.ndarray:
-  """Bilinear resize of a float field to (h, w), pixel-centre aligned."""
-  if a.shape == tuple(shape):
-    return a
-  img = Image.fromarray(np.ascontiguousarray(a, np.float32))
-  return np.asarray(img.resize((shape[1], shape[0]), Image.Resampling.BILINEAR))
-
-
-def _sig(x):
-  return 0.5 + 0.5 * np.tanh(0.5 * x)
-
-
-def _chord(r, dist):
-  """Length of a chord at distance `dist` from the centre of a disc radius r."""
-  return 2.0 * np.sqrt(np.maximum(r * r - dist * dist, 0.0))
-
-
-def _soft_tissue(grid: _Grid, an: Anatomy) -> np.ndarray:
-  """Soft-tissue attenuation: body, lungs (air), mediastinum, heart, trachea."""
-  qx, qy = grid.coords((0, grid.shape[0], 0, grid.shape[1]))
-  ax = np.abs(qx)
-  bw = np.interp(qy, an.body_y, an.body_x).astype(np.float32)
-  t0 = np.interp(qy, [-400, -20, 30, 2000], [0.5, 0.55, 1.0, 1.0]).astype(np.float32)
-  body = t0 * np.sqrt(np.clip(1 - (qx / bw) ** 2, 0, 1)) * _sig((bw - ax) / 2.0)
-  # Lungs: inside the rib envelope, outside the mediastinum, above the domes.
-  env = np.interp(qy, an.envelope_y, an.envelope_x).astype(np.float32)
-  frac = np.clip((qy - an.apex_y) / (an.envelope_y[1] - an.apex_y), 0, 1)
-  env = np.where(qy < an.envelope_y[1], an.envelope_x[1] * np.sqrt(frac), env)
-  (rx, ry), (lx, ly) = an.dome
-  dia = np.minimum(ry + 0.009 * (qx - rx) ** 2, ly + 0.009 * (qx - lx) ** 2)
-  hx, hy, ha, hb, hang = an.heart
-  c, s = math.cos(hang), math.sin(hang)
-  u, v = (c * (qx - hx) + s * (qy - hy)) / ha, (-s * (qx - hx) + c * (qy - hy)) / hb
-  heart = _sig((1 - np.sqrt(u * u + v * v)) * 25.0)
-  spine_x = np.interp(qy, an.vert_y, an.vert_x).astype(np.float32)
-  band = _sig((26.0 - np.abs(qx - spine_x - 2.0)) / 2.5)
-  knob = _sig((17.0 - np.hypot(qx - spine_x - 22.0, qy - an.vert_y[7])) / 2.5)
-  medi = np.maximum(np.maximum(band, knob), heart)
-  lung = (_sig((env - ax) / 2.5) * _sig((qy - an.apex_y) / 3.0) * _sig((dia - qy) / 2.5)
-          * (1 - medi))
-  depth = (0.8 + 0.2 * np.clip((qy - an.apex_y - 20) / 150, 0, 1)) * np.sqrt(
-      np.clip((env - ax) / 25.0, 0, 1))
-  trachea = _sig((8.0 - np.abs(qx - spine_x)) / 1.5) * _sig((an.vert_y[9] - qy) / 5.0)
-  return (body - 0.62 * lung * depth - 0.12 * trachea).astype(np.float32)
-
-
-def _density_field(grid: _Grid, an: Anatomy, roi_values: np.ndarray) -> np.ndarray:
-  """Local bone density d(q): a smooth blend of the 14 ROI values."""
-  centres, side, _ = rois.roi_boxes(an.landmarks)
-  rho = RENDER["density_field_mm"] * side / rois.ROI_SIDE
-  qx, qy = grid.coords((0, grid.shape[0], 0, grid.shape[1]))
-  logits = -((qx[None] - centres[:, 0, None, None]) ** 2
-             + (qy[None] - centres[:, 1, None, None]) ** 2) / (2 * rho ** 2)
-  logits -= logits.max(axis=0, keepdims=True)
-  w = np.exp(logits)
-  return (np.tensordot(roi_values, w, axes=1) / w.sum(axis=0)).astype(np.float32)
-
-
-def _texture(grid: _Grid, rng) -> tuple[np.ndarray, np.ndarray]:
-  """Fine and coarse (porous) trabecular texture, unit sd: white noise on cells
-  of texture_mm, bilinearly resampled to the grid (cheaper than filtering)."""
-  out = []
-  for mm in RENDER["texture_mm"]:
-    cells = mm / grid.mm_per_node
-    if cells <= 1.0:  # texture finer than the grid: plain per-node noise
-      out.append(rng.standard_normal(grid.shape, dtype=np.float32))
-      continue
-    shape = (int(grid.shape[0] / cells) + 2, int(grid.shape[1] / cells) + 2)
-    t = _resize(rng.standard_normal(shape, dtype=np.float32), grid.shape)
-    out.append(t / max(float(t.std()), 1e-6))
-  return out[0], out[1]
-
-
-class _Bones:
-  """Accumulates bone attenuation on the render grid.
-
-  Trabecular density (with its texture) and cortical thickness are computed
-  once for the whole grid from the local density d; each bone adds the chord
-  lengths of its cortical shell and trabecular core.
-  """
-
-  def __init__(self, grid, d, tex_fine, tex_coarse):
-    self.grid = grid
-    self.att = np.zeros(grid.shape, np.float32)
-    porous = np.clip(0.5 - 0.2 * d, 0.1, 0.95)
-    tex = np.sqrt(1 - porous ** 2) * tex_fine + porous * tex_coarse
-    amp = np.minimum(RENDER["texture_amplitude"] * np.exp(RENDER["texture_alpha"] * d), 0.8)
-    self.rho = (RENDER["trabecular_density"] * np.exp(RENDER["density_alpha"] * d)
-                * np.maximum(1 + amp * tex, 0)).astype(np.float32)
-    self.ct = (RENDER["cortical_mm"] * np.exp(RENDER["cortical_alpha"] * d)).astype(np.float32)
-
-  def _add(self, win, att):
-    self.att[win[0]:win[1], win[2]:win[3]] += att.astype(np.float32)
-
-  def tube(self, points, half_width, rho_scale):
-    """A tubular bone (rib, clavicle) along a polyline: cortex + trabecular core."""
-    g = self.grid
-    win = g.window(points, float(np.max(half_width)) + 1.0)
-    if win is None:
-      return
-    i0, i1, j0, j1 = win
-    qx, qy = g.coords(win)
-    dist2 = np.full(qx.shape, np.inf, np.float32)
-    par = np.zeros(qx.shape, np.float32)
-    ji = g.index(points)
-    reach = (float(np.max(half_width)) + 1.0) / g.mm_per_node + 1.0
-    h, w = qx.shape
-    # Segments in chunks sharing one window: fewer numpy calls on coarse grids.
-    chunk = 4 if g.mm_per_node > 0.45 else 2
-    for k0 in range(0, len(points) - 1, chunk):
-      k1 = min(k0 + chunk, len(points) - 1)
-      lo = np.floor(ji[k0:k1 + 1].min(0) - reach).astype(int) - [j0, i0]
-      hi = np.ceil(ji[k0:k1 + 1].max(0) + reach).astype(int) + 1 - [j0, i0]
-      sl = (slice(max(lo[1], 0), min(hi[1], h)), slice(max(lo[0], 0), min(hi[0], w)))
-      if sl[0].start >= sl[0].stop or sl[1].start >= sl[1].stop:
-        continue
-      a = points[k0:k1].astype(np.float32)[:, :, None, None]
-      ab = (points[k0 + 1:k1 + 1] - points[k0:k1]).astype(np.float32)[:, :, None, None]
-      x, y = qx[sl] - a[:, 0], qy[sl] - a[:, 1]
-      t = np.clip((x * ab[:, 0] + y * ab[:, 1]) / (ab[:, 0] ** 2 + ab[:, 1] ** 2), 0.0, 1.0)
-      x -= t * ab[:, 0]
-      y -= t * ab[:, 1]
-      dd = x * x + y * y
-      # Position along the polyline (for widths and densities): mid-segment.
-      seg = dd.argmin(axis=0) + (k0 + 0.5) if len(dd) > 1 else k0 + 0.5
-      dd = dd.min(axis=0)
-      better = dd < dist2[sl]
-      dist2[sl] = np.where(better, dd, dist2[sl])
-      par[sl] = np.where(better, seg, par[sl])
-    near = np.flatnonzero(dist2 < float(np.max(half_width)) ** 2)
-    if near.size == 0:
-      return
-    dist = np.sqrt(dist2.ravel()[near])
-    seg = np.arange(len(points))
-    p = par.ravel()[near]
-    hw = np.interp(p, seg, half_width).astype(np.float32)
-    rs = np.interp(p, seg, rho_scale).astype(np.float32)
-    rows, cols = np.unravel_index(near, par.shape)
-    flat = (rows + i0) * self.att.shape[1] + cols + j0
-    rho, ct = self.rho.ravel()[flat], self.ct.ravel()[flat]
-    inner = np.maximum(hw - ct, 0.5)
-    core = _chord(inner, dist)
-    att = RENDER["bone_mu"] * rs * (RENDER["cortical_density"] * (_chord(hw, dist) - core)
-                                    + rho * core)
-    self.att.ravel()[flat] += att.astype(np.float32)
-
-  def vertebra(self, cx, cy, hw, hh):
-    """A vertebral body seen front-on: cylinder, endplates, pedicles, spinous."""
-    g = self.grid
-    win = g.window(np.array([[cx, cy]]), max(hw, hh) + 3.0)
-    if win is None:
-      return
-    qx, qy = g.coords(win)
-    dx, dy = qx - cx, qy - cy
-    rho, ct = self.rho[win[0]:win[1], win[2]:win[3]], self.ct[win[0]:win[1], win[2]:win[3]]
-    cd = RENDER["cortical_density"]
-    inner = np.maximum(hw - ct, 1.0)
-    core = _chord(inner, dx)
-    outer = _chord(hw, dx)
-    vert = _sig((hh - np.abs(dy)) / 0.4)
-    plate = 2.5 * ct * outer / (2 * hw) * np.exp(-((np.abs(dy) - hh + ct) / ct) ** 2)
-    ring = 0.0
-    for side in (-1, 1):  # pedicles
-      r = np.hypot((dx - side * 0.62 * hw) / (0.22 * hw), (dy + 0.3 * hh) / (0.35 * hh))
-      ring = ring + np.exp(-((r - 1) * 4.0) ** 2)
-    spinous = _sig((1 - np.hypot(dx / 3.0, (dy - 0.2 * hh) / (0.5 * hh))) * 8.0)
-    att = RENDER["bone_mu"] * (RENDER["spine_depth"] * (cd * (outer - core + plate) + rho * core)
-                               * vert + 2.0 * cd * ring + 2.0 * rho * spinous)
-    self._add(win, att)
+_ANNOTATIONS = ("AP PORTABLE", "SUPINE", "ERECT", "MOBILE", "AP SITTING", "PA")
 
 
 @dataclasses.dataclass
@@ -553,19 +215,21 @@ class Rendered:
   params: dict
 
 
-def render_chest(roi_values, rng: np.random.Generator,
-                 spacing_range=(0.14, 0.2)) -> Rendered:
+def render_chest(roi_values, rng: np.random.Generator, spacing_range=(0.14, 0.2),
+                 plain: bool = False) -> Rendered:
   """Renders one frontal chest radiograph whose 14 ROI bones show `roi_values`.
 
-  Exposure, noise, body size and pose are drawn from `rng`.
+  Anatomy, pose, devices, exposure and processing are drawn from `rng`;
+  `plain` leaves out lead markers, burned-in text and collimation.
   """
   roi_values = np.asarray(roi_values, np.float64)
   spacing = float(rng.uniform(*spacing_range))
-  view = "AP" if rng.random() < 0.15 else "PA"
-  an = make_anatomy(rng, view)
-  scale = float(np.clip(rng.normal(*RENDER["body_scale"]), 0.85, 1.15))
-  theta = float(np.deg2rad(np.clip(rng.normal(0, RENDER["rotation_deg"]),
-                                   -2.5 * RENDER["rotation_deg"], 2.5 * RENDER["rotation_deg"])))
+  view = "AP" if rng.random() < POSE["ap_share"] else "PA"
+  modality = "CR" if rng.random() < POSE["cr_share"] else "DX"
+  an = anatomy.make_anatomy(rng, view)
+  scale = float(np.clip(rng.normal(*POSE["body_scale"]), 0.85, 1.15))
+  sd = POSE["rotation_deg"] * (1.5 if view == "AP" else 1.0)
+  theta = float(np.deg2rad(np.clip(rng.normal(0, sd), -2.5 * sd, 2.5 * sd)))
   c, s = math.cos(theta), math.sin(theta)
   rot = np.array([[c, -s], [s, c]])
   # Field of view: portrait 35x43 or square 43x43 cm with a few mm cropped at
@@ -577,8 +241,7 @@ def render_chest(roi_values, rng: np.random.Generator,
   fov = np.array([350.0 if rng.random() < 0.65 else 430.0, 430.0]) - rng.uniform(0, 15, 2)
   fov = np.maximum(fov, span + 2.0)
   H, W = (int(round(fov[1] / spacing)), int(round(fov[0] / spacing)))
-  # Translation: thorax centre near the detector centre, ROIs kept inside.
-  centre = fov / 2 + rng.normal(0, RENDER["translation_mm"], 2) + [0, 10]
+  centre = fov / 2 + rng.normal(0, POSE["translation_mm"], 2) + [0, 10]
   lo = margin - lm_rel.min(0)
   hi = fov - margin - lm_rel.max(0)
   centre = np.clip(centre, lo, np.maximum(hi, lo))
@@ -586,72 +249,67 @@ def render_chest(roi_values, rng: np.random.Generator,
   pose = (t, scale, theta)
   landmarks = (t + an.landmarks @ rot.T * scale) / spacing
 
-  # Grids: render (fine, for bones), smooth (soft tissue), coarse (density).
   def grid(mm):
     f = max(mm / spacing, 1.0)
-    return _Grid(max(int(math.ceil(H / f)), 2), max(int(math.ceil(W / f)), 2), (H, W),
-                 spacing, pose)
-  fine = grid(RENDER["render_mm"])
-  soft = _resize(_soft_tissue(grid(2.0), an), fine.shape)
-  density = _resize(_density_field(grid(4.0), an, roi_values), fine.shape)
-  bones = _Bones(fine, density, *_texture(fine, rng))
-  for pts, hw, rho in an.ribs + an.clavicles:
-    bones.tube(pts, hw, rho)
+    return render.Grid(max(int(math.ceil(H / f)), 2), max(int(math.ceil(W / f)), 2), (H, W),
+                       spacing, pose)
+  fine, medium = grid(render.BONE["render_mm"]), grid(render.BONE["vessel_mm"])
+  soft, lung = render.soft_tissue(grid(2.0), an)
+  density = render.resize(render.density_field(grid(4.0), an.landmarks, roi_values),
+                          fine.shape)
+  bones = render.Bones(fine, density, *render.texture(fine, rng))
+  for tube in an.tubes:
+    bones.tube(tube)
+  for tri, thick in an.plates:
+    bones.plate(tri, thick)
+  for x, y, r in an.discs:
+    bones.disc(x, y, r)
   for k in range(len(an.vert_x)):
-    bones.vertebra(an.vert_x[k], an.vert_y[k], an.vert_hw[k], an.vert_hh[k])
-  att = np.maximum(soft, 0) + bones.att
+    bones.vertebra(an.vert_x[k], an.vert_y[k], an.vert_hw[k], an.vert_hh[k],
+                   anatomy.T1 <= k <= anatomy.T12)
+  wires, present = devices.draw(rng, an)
+  shape = (H, W)
+  att = (render.resize(soft, shape) + render.resize(bones.att, shape)
+         + render.resize(render.vessels(medium, an) * render.resize(lung, medium.shape), shape)
+         + render.resize(render.metal(medium, wires), shape))
 
-  # Presentation: soft knee for the densest areas, gamma, noise, collimation.
-  knee, width = RENDER["knee"]
-  att = np.where(att > knee, knee + width * np.tanh((att - knee) / width), att)
-  gamma = float(rng.uniform(*RENDER["gamma"]))
-  img = _resize(((att / (knee + width)) ** gamma).astype(np.float32), (H, W))
-  # Quantum-like noise, stronger where fewer photons arrive (dense areas) and
-  # on smaller pixels; triangular noise from random bytes is 5x cheaper than
-  # Gaussian and looks the same.
-  noise_sd = float(rng.uniform(*RENDER["noise"])) * 0.2 / spacing
-  raw = np.frombuffer(rng.bytes(2 * H * W), np.uint8).reshape(2, H, W)
-  noise = raw[0].astype(np.float32)
-  noise += raw[1]
-  noise -= 255.0
-  img = img + (noise_sd / 104.5) * np.sqrt(0.2 + img) * noise
-  # A burned-in white label (side marker and text) in a corner clear of the
-  # ROIs, and sometimes a collimated (unexposed, white) border. The label covers
-  # > 0.5% of the pixels, so the reader's 99.5th percentile lands on it rather
-  # than on bone, whose brightness carries the density.
-  lh = max(int(rng.uniform(18, 26) / spacing), 4)
-  lw = max(int(max(rng.uniform(60, 85) / spacing, 0.009 * H * W / lh)), 8)
-  ly, lx = int(rng.uniform(6, 20) / spacing), int(rng.uniform(6, 20) / spacing)
   centres, side, angle = rois.roi_boxes(landmarks)
-  boxes = np.stack([rois.box_corners(c, side, angle) for c in centres])
-  first = int(rng.integers(2))
-  for corner in (first, 1 - first, 2 + first, 3 - first):  # top corners first
-    y0 = ly if corner < 2 else H - ly - lh
-    x0 = lx if corner % 2 == 0 else W - lx - lw
-    clear = ((boxes[..., 0].max(1) < x0) | (boxes[..., 0].min(1) > x0 + lw)
-             | (boxes[..., 1].max(1) < y0) | (boxes[..., 1].min(1) > y0 + lh))
-    if clear.all():
-      break
-  img[y0:y0 + lh, x0:x0 + lw] = 1.0
-  for c in range(6):  # dark "characters"
-    cx = x0 + int((0.08 + 0.15 * c) * lw)
-    img[y0 + lh // 4:y0 + 3 * lh // 4, cx:cx + max(lw // 25, 1)] = 0.35
-  collimation = rng.random() < 0.5
-  if collimation:
-    for k, edge in enumerate(rng.uniform(0, 10, 4) * (rng.random(4) < 0.6)):
-      n = int(edge / spacing)
-      if n == 0:
-        continue
-      sl = [slice(None), slice(None)]
-      sl[k % 2] = slice(0, n) if k < 2 else slice(-n, None)
-      img[tuple(sl)] = 1.0
+  corners = np.stack([rois.box_corners(c, side, angle) for c in centres])
+  boxes = np.concatenate([corners.min(1), corners.max(1)], axis=1)
+  keep = (*boxes[:, :2].min(0), *boxes[:, 2:].max(0))
+  # What `plain` leaves out is drawn from its own stream, so plain films match
+  # the others in everything else.
+  extra = np.random.default_rng(rng.integers(2 ** 63))
+  field = film_processing.collimation(shape, spacing, extra, keep)
+  if plain or extra.random() >= POSE["collimated_share"]:
+    field = None
+  marker = "L" if extra.random() < 0.5 else "R"
+  lead = film_processing.lead_marker(shape, spacing, extra, marker, boxes)
+  if plain or extra.random() >= POSE["marker_share"]:
+    marker = None
+  else:
+    att = att + lead
+  grid_used = rng.random() < (0.85 if view == "PA" else 0.25)
+  log, exposure = film_processing.expose(att, spacing, rng, grid=grid_used, field=field)
+  img, processing = film_processing.process(log, spacing, rng, modality=modality, field=field)
+  annotation = None
+  if not plain and extra.random() < POSE["annotation_share"][view == "AP"]:
+    annotation = _ANNOTATIONS[int(extra.integers(len(_ANNOTATIONS)))]
+    film_processing.annotate(img, spacing, extra, annotation, boxes)
+  shutter = "none"
+  if field is not None:
+    shutter = ("exposed", "black", "white")[int(extra.choice(3, p=POSE["shutter"]))]
+    if shutter != "exposed":
+      img = np.where(field < 0.5, 0.0 if shutter == "black" else 1.0, img)
   # Detector gain and offset: the stored values use a random part of the range.
-  gain = float(rng.uniform(*RENDER["gain"]))
+  gain = float(rng.uniform(*film_processing.PROCESS["gain"]))
   offset = float(rng.uniform(0.0, 1.0 - gain))
   img = offset + gain * np.clip(img, 0, 1)
-  params = dict(spacing=spacing, view=view, scale=scale, rotation_deg=math.degrees(theta),
-                gamma=gamma, gain=gain, offset=offset, noise_sd=noise_sd,
-                collimation=bool(collimation), shape=[H, W])
+  params = dict(spacing=spacing, view=view, modality=modality, scale=scale,
+                rotation_deg=math.degrees(theta), shape=[H, W], anti_scatter_grid=bool(grid_used),
+                collimated=field is not None, shutter=shutter, marker=marker,
+                annotation=annotation, devices=present, gain=gain, offset=offset,
+                **exposure, **processing)
   return Rendered(img.astype(np.float32), landmarks, spacing, view, params)
 
 
@@ -778,9 +436,9 @@ def fake_header(rng: np.random.Generator, patient: dict, study: dict, seed: int)
 def _make_study(job: dict) -> dict:
   """Renders and writes one study (runs in a worker process)."""
   rng = np.random.default_rng([job["seed"], 1, job["index"]])
-  r = render_chest(job["roi_values"], rng, job["spacing_range"])
+  r = render_chest(job["roi_values"], rng, job["spacing_range"], plain=job["plain"])
   photometric = "MONOCHROME1" if rng.random() < 0.5 else "MONOCHROME2"
-  modality = "CR" if rng.random() < 0.4 else "DX"
+  modality = r.params["modality"]
   bits = int(rng.integers(12, 17))
   rescale = [(1.0, 0.0), (1.0, -1024.0), (0.5, 0.0), (2.0, 100.0)][int(rng.integers(4))]
   header = fake_header(rng, job["patient"], dict(job["study"], view=r.view), job["seed"])
@@ -788,13 +446,15 @@ def _make_study(job: dict) -> dict:
               bits_stored=bits, modality=modality, view=r.view, rescale=rescale,
               header=header)
   return dict(index=job["index"], landmarks=r.landmarks, shape=r.image.shape,
-              spacing=r.spacing, photometric=photometric, modality=modality, bits=bits)
+              spacing=r.spacing, photometric=photometric, modality=modality, bits=bits,
+              view=r.view, devices=r.params["devices"], collimated=r.params["collimated"],
+              marker=r.params["marker"] is not None)
 
 
 def generate(out: str, patients: int, seed: int = 0, spacing_range=(0.14, 0.2),
              followup_fraction: float = 0.1, missing_fraction: float = 0.03,
              workers: int | None = None, ceiling_samples: int = 200_000,
-             progress: bool = True) -> dict:
+             progress: bool = True, plain: bool = False) -> dict:
   """Writes the cohort to `out` (see the module docstring); returns cohort.json."""
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
 
@@ -836,7 +496,7 @@ def generate(out: str, patients: int, seed: int = 0, spacing_range=(0.14, 0.2),
                    birth=birth.astype(datetime.date))
     study = dict(index=k, age=int(age[k]), date=date.astype(datetime.date))
     jobs.append(dict(index=k, seed=seed, roi_values=dens[k] + bone_dev[p],
-                     spacing_range=tuple(spacing_range), patient=patient, study=study,
+                     spacing_range=tuple(spacing_range), plain=plain, patient=patient, study=study,
                      path=os.path.join(out, "dicom", f"S{k:06d}.dcm")))
 
   workers = workers or os.cpu_count() or 1
@@ -869,7 +529,7 @@ def generate(out: str, patients: int, seed: int = 0, spacing_range=(0.14, 0.2),
 
   info = cohort_info(seed=seed, patients=patients, spacing_range=spacing_range,
                      followup_fraction=followup_fraction, missing_fraction=missing_fraction,
-                     ceiling_samples=ceiling_samples, sex=pts["sex"].to_numpy()[pid],
+                     ceiling_samples=ceiling_samples, plain=plain, sex=pts["sex"].to_numpy()[pid],
                      age=age, bmd=bmd, missing=missing, results=results)
   with open(os.path.join(out, "cohort.json"), "w") as f:
     json.dump(info, f, indent=2)
@@ -881,7 +541,7 @@ def _share(x) -> float:
 
 
 def cohort_info(*, seed, patients, spacing_range, followup_fraction, missing_fraction,
-                ceiling_samples, sex, age, bmd, missing, results) -> dict:
+                ceiling_samples, plain, sex, age, bmd, missing, results) -> dict:
   """Settings, summary statistics and the achievable-r ceiling."""
   t = t_scores(sex, bmd)
   osteo = t <= -2.5
@@ -898,13 +558,17 @@ def cohort_info(*, seed, patients, spacing_range, followup_fraction, missing_fra
       missing_share=float(missing.mean()),
       photometric={p: sum(r["photometric"] == p for r in results) for p in ("MONOCHROME1", "MONOCHROME2")},
       modality={m: sum(r["modality"] == m for r in results) for m in ("DX", "CR")},
+      view={v: sum(r["view"] == v for r in results) for v in ("PA", "AP")},
+      collimated=sum(r["collimated"] for r in results),
+      lead_marker=sum(r["marker"] for r in results),
+      devices={d: sum(d in r["devices"] for r in results) for d in devices.RATES},
       image_rows_min_max=[min(r["shape"][0] for r in results), max(r["shape"][0] for r in results)],
       image_cols_min_max=[min(r["shape"][1] for r in results), max(r["shape"][1] for r in results)],
   )
   ceiling = ceiling_r(ceiling_samples, seed)
   return dict(
       generator="data_prep.synthesize",
-      settings=dict(seed=seed, patients=patients, spacing_mm=list(spacing_range),
+      settings=dict(seed=seed, patients=patients, spacing_mm=list(spacing_range), plain=plain,
                     followup_fraction=followup_fraction, missing_fraction=missing_fraction),
       bmd_model=dict(
           reference_mean={s: v.tolist() for s, v in REF_MEAN.items()},
@@ -919,7 +583,8 @@ def cohort_info(*, seed, patients, spacing_range, followup_fraction, missing_fra
           latent="D = sum_k w_k (L_k - c_k) / scale", weights=DENSITY_WEIGHTS.tolist(),
           centre=DENSITY_CENTRE.tolist(), scale=DENSITY_SCALE,
           roi_noise_sd=BONE_NOISE, rois=rois.NUM_ROIS,
-          rendering=RENDER,
+          rendering=dict(bone=render.BONE, processing=film_processing.PROCESS,
+                         pose=POSE, devices=devices.RATES),
           note="each ROI bone region j shows d_j = D + roi_noise_sd * e_j as trabecular "
                "density exp(alpha d), cortical thickness exp(cortical_alpha d) and texture "
                "amplitude/coarseness; body size, pose, exposure and anatomy are drawn "
@@ -946,6 +611,9 @@ def _define_flags():
   flags.DEFINE_float("missing_fraction", 0.03, "share of missing vertebra values")
   flags.DEFINE_integer("workers", None, "rendering processes (default: all cores)")
   flags.DEFINE_integer("ceiling_samples", 200_000, "Monte Carlo size for ceiling_r")
+  flags.DEFINE_bool("plain", False, "render without lead markers, burned-in text and "
+                    "collimation (the same patients and anatomy otherwise, for checking "
+                    "that a model does not lean on them)")
 
 
 def main(argv):
@@ -954,7 +622,7 @@ def main(argv):
   f = flags.FLAGS
   lo, hi = (float(v) for v in f.spacing_mm.split(","))
   info = generate(f.out, f.patients, f.seed, (lo, hi), f.followup_fraction,
-                  f.missing_fraction, f.workers, f.ceiling_samples)
+                  f.missing_fraction, f.workers, f.ceiling_samples, plain=f.plain)
   print(json.dumps(dict(ceiling_r=info["ceiling_r"], summary=info["summary"]), indent=2))
 
 

@@ -132,6 +132,72 @@ def test_render_is_deterministic_and_landmarks_inside():
   assert (np.diff(lm[6:10, 1]) > 0).all() and (np.diff(lm[10:14, 1]) > 0).all()
 
 
+def _disc_mean(img, centre, radius):
+  yy, xx = np.mgrid[0:img.shape[0], 0:img.shape[1]]
+  m = (xx - centre[0]) ** 2 + (yy - centre[1]) ** 2 <= radius ** 2
+  return float(img[m].mean()) if m.any() else np.nan
+
+
+def test_landmarks_sit_on_the_bones_they_name():
+  """Clavicle and spine landmarks are brighter than the soft tissue beside them;
+  rib-cage landmarks sit on the outer edge of a rib (bone just inside, no rib
+  a few mm further out than the outer cortex)."""
+  ok_rib = []
+  for seed in range(3):
+    r = syn.render_chest(np.zeros(14), np.random.default_rng(seed), (0.8, 0.9), plain=True)
+    img, lm, mm = dicom_io.normalise(r.image), r.landmarks, 1.0 / r.spacing
+    up = np.array([0.0, 1.0])
+    for k in (1, 4):  # clavicle middles: brighter than 14 mm above and below
+      here = _disc_mean(img, lm[k], 2.5 * mm)
+      assert here > _disc_mean(img, lm[k] - 14 * mm * up, 2.5 * mm), (seed, k)
+      assert here > _disc_mean(img, lm[k] + 14 * mm * up, 2.5 * mm), (seed, k)
+    side = np.array([1.0, 0.0])
+    # C7, T12 vertebral bodies: brighter than the neck / paraspinal tissue beside
+    # them (C7 is crossed by the trachea, so compare further out).
+    for k, off in ((14, 60), (15, 40)):
+      beside = [_disc_mean(img, lm[k] + sgn * off * mm * side, 4 * mm) for sgn in (-1, 1)]
+      assert _disc_mean(img, lm[k], 4 * mm) > np.mean(beside), (seed, k)
+    # Rib margins: the rib just medial of the landmark is brighter than the lung
+    # 12 mm medial of it.
+    for k in range(6, 14):
+      inward = side if k < 10 else -side
+      rib = _disc_mean(img, lm[k] + 3.5 * mm * inward, 1.5 * mm)
+      lung = _disc_mean(img, lm[k] + 14 * mm * inward, 1.5 * mm)
+      ok_rib.append(rib > lung)
+  assert np.mean(ok_rib) >= 0.85, ok_rib
+
+
+def test_plain_leaves_out_markers_text_and_collimation_only():
+  """--plain: no lead marker, annotation or collimated border; the same film otherwise."""
+  seen = 0
+  for seed in range(12):
+    a = syn.render_chest(np.zeros(14), np.random.default_rng(seed), (1.8, 2.0))
+    b = syn.render_chest(np.zeros(14), np.random.default_rng(seed), (1.8, 2.0), plain=True)
+    assert not b.params["collimated"] and b.params["marker"] is None
+    assert b.params["annotation"] is None and b.params["shutter"] == "none"
+    np.testing.assert_array_equal(a.landmarks, b.landmarks)
+    assert a.params["devices"] == b.params["devices"] and a.view == b.view
+    if a.params["shutter"] == "white" and a.params["marker"]:
+      seen += 1
+      # A white shutter fills the border: its outermost rows/columns are all white
+      # there, never in the plain film (air beside the neck is dark).
+      ia, ib = (dicom_io.normalise(x.image) for x in (a, b))
+      edges = lambda im: max(im[0].min(), im[-1].min(), im[:, 0].min(), im[:, -1].min())
+      assert edges(ia) >= 0.99 and edges(ib) < 0.5
+  assert seen >= 1
+
+
+def test_presentation_varies_between_films():
+  """Exposure and processing are drawn per film: the grey level of the same bone
+  at the same density differs between films (no absolute anchor)."""
+  level = []
+  for seed in range(8):
+    r = syn.render_chest(np.zeros(14), np.random.default_rng(seed), (1.8, 2.0), plain=True)
+    img = dicom_io.normalise(r.image)
+    level.append(_disc_mean(img, r.landmarks[15], 4 / r.spacing))
+  assert np.std(level) > 0.05, level
+
+
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
   out = tmp_path_factory.mktemp("cohort")
