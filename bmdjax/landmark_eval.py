@@ -94,6 +94,7 @@ def evaluate(workdir: str, dicom_dir: str, landmarks: str, out_dir: str | None =
     row = {"image": names[i], "mre_mm": round(float(study_mre[k]), 3),
            "max_error_mm": round(float(np.max(errors[k] * spacing[k])), 3),
            "min_confidence": round(float(confidence[k].min()), 4),
+           "max_tta_spread_px": round(float(np.max(found[i].get("spread", np.zeros(1)))), 3),
            "flags": "; ".join(flag_lists[k])}
     for j in range(rois.NUM_LANDMARKS):
       row[f"x{j}"], row[f"y{j}"] = round(float(pred[k, j, 0]), 2), round(float(pred[k, j, 1]), 2)
