@@ -188,7 +188,7 @@ def make_anatomy(rng: np.random.Generator, view: str) -> Anatomy:
     tubes.append(Tube(sup + tt * (inf - sup), np.full(n, 2.0), np.full(n, 0.45)))
     sp0 = sup + 0.25 * (inf - sup)
     tubes.append(Tube(_bezier(sp0, sp0 + [side * 40, -10], acro + [-side * 25, 8], acro, n),
-                      np.linspace(3.0, 6.0, n), np.full(n, 0.8)))
+                      np.linspace(3.0, 6.0, n), np.full(n, 0.5)))
     cor = glen + [-side * 6.0, -10.0]
     tubes.append(Tube(np.stack([cor, cor + [-side * 22.0, -6.0]]), np.array([5.0, 4.0]),
                       np.array([0.8, 0.8])))
@@ -199,7 +199,7 @@ def make_anatomy(rng: np.random.Generator, view: str) -> Anatomy:
     shaft_end = head + [side * (25.0 if not ap else 8.0), 260.0]
     arms.append((head + [side * 6.0, 0.0], shaft_end))
     tubes.append(Tube(np.stack([head + [side * 4, 14], head + [side * 10, 60], shaft_end]),
-                      np.array([16.0, 12.5, 11.5]), np.array([0.8, 0.9, 0.9])))
+                      np.array([16.0, 12.5, 11.5]), np.array([0.7, 0.6, 0.6])))
 
   lm = np.zeros((16, 2))
   lm[0:3] = clav_pts[0][[0, 8, 16]]  # sternal end, middle, acromial end
@@ -233,8 +233,9 @@ def make_anatomy(rng: np.random.Generator, view: str) -> Anatomy:
   # Breast / pectoral soft tissue, of a size drawn independently of sex.
   breasts = (float(rng.choice([0.0, rng.uniform(0.3, 1.2)], p=[0.35, 0.65])),
              dome_r - 10.0 + rng.normal(0, 12), 80.0 + rng.normal(0, 10))
-  body_y = np.array([-400.0, -60.0, -25.0, 0.0, 40.0, 120.0, 220.0, 600.0])
-  body_x = np.array([58.0, 62.0, 165.0, 205.0, 190.0, 175.0, 168.0, 172.0])
+  # Neck, trapezius slope to the shoulders, chest wall, abdomen.
+  body_y = np.array([-400.0, -70.0, -50.0, -35.0, -20.0, 0.0, 25.0, 60.0, 120.0, 220.0, 600.0])
+  body_x = np.array([56.0, 60.0, 85.0, 130.0, 165.0, 190.0, 205.0, 190.0, 175.0, 168.0, 172.0])
   body_x = body_x * np.where(body_y > -30, hw_max / 140.0, 1.0) * rng.normal(1.0, 0.03)
   body_y = body_y + (clav_y - vy[T1 + 2])
 

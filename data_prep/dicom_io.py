@@ -98,10 +98,18 @@ def _spacing(ds) -> float:
 
 def normalise(pixels: np.ndarray, low_pct: float = 0.5,
               high_pct: float = 99.5) -> np.ndarray:
-  """Robust percentile rescale to [0, 1]; removes exposure and detector gain."""
+  """Robust percentile rescale to [0, 1]; removes exposure and detector gain.
+
+  The percentiles are taken over the pixels strictly between the image's
+  extreme values: shutter masks, burned-in text and saturated areas sit at
+  those extremes, hold no anatomy, and would otherwise set the grey scale by
+  how much of the film they cover.
+  """
   pixels = np.asarray(pixels, np.float32)
+  inner = pixels[(pixels > pixels.min()) & (pixels < pixels.max())]
+  basis = inner if inner.size >= 0.5 * pixels.size else pixels
   # Python floats, so that NumPy 2 keeps the result float32.
-  lo, hi = (float(v) for v in np.percentile(pixels, [low_pct, high_pct]))
+  lo, hi = (float(v) for v in np.percentile(basis, [low_pct, high_pct]))
   if not np.isfinite(lo) or not np.isfinite(hi) or hi <= lo:
     raise ValueError("image has no contrast (constant pixel values)")
   return np.clip((pixels - lo) / (hi - lo), 0.0, 1.0)

@@ -27,11 +27,11 @@ PROCESS = dict(
     percentiles=((0.3, 3.0), (99.5, 99.99)),  # exposure recognition, ranges
     equalise=(0.4, 0.8),       # share of the low-frequency content removed
     equalise_mm=(15.0, 40.0),
-    usm_gain=(0.0, 1.4),       # fine band gain
+    usm_gain=(0.0, 1.0),       # fine band gain
     usm_mm=(1.0, 3.0),
-    mid_gain=(0.0, 0.8),       # DX: second (middle) band gain
+    mid_gain=(0.0, 0.6),       # DX: second (middle) band gain
     mid_mm=(5.0, 10.0),
-    gamma=(0.7, 1.4),
+    gamma=(0.75, 1.33),
     s_width=(0.25, 0.45),
     gain=(0.6, 1.0),           # share of the stored range used
 )
@@ -61,10 +61,11 @@ def collimation(shape, spacing: float, rng, keep) -> np.ndarray:
   inset = np.minimum(rng.uniform(0, 30, 4) * (rng.random(4) < 0.75), np.maximum(room, 0))
   inset = inset / spacing
   ang = np.deg2rad(rng.normal(0, 0.8))
-  yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
-  cx, cy = (W - 1) / 2, (H - 1) / 2
-  u = np.cos(ang) * (xx - cx) + np.sin(ang) * (yy - cy) + cx
-  v = -np.sin(ang) * (xx - cx) + np.cos(ang) * (yy - cy) + cy
+  yy = np.arange(H, dtype=np.float32)[:, None] - (H - 1) / 2
+  xx = np.arange(W, dtype=np.float32)[None, :] - (W - 1) / 2
+  c, s = np.float32(np.cos(ang)), np.float32(np.sin(ang))
+  u = c * xx + s * yy + (W - 1) / 2
+  v = -s * xx + c * yy + (H - 1) / 2
   edge = 0.6 / spacing + 0.5  # penumbra
   m = np.ones(shape, np.float32)
   for d in (u - inset[0], v - inset[1], (W - 1 - inset[2]) - u, (H - 1 - inset[3]) - v):

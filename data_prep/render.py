@@ -20,15 +20,15 @@ from data_prep import rois
 # Attenuation constants.
 BONE = dict(
     bone_mu=0.009,            # attenuation per mm of bone at density 1
-    spine_depth=0.65,         # vertebral bodies: AP depth / width, partial volume
+    spine_depth=0.5,         # vertebral bodies: AP depth / width, partial volume
     trabecular_density=0.5,   # times exp(density_alpha * d)
-    density_alpha=0.3,
+    density_alpha=0.6,
     cortical_density=1.6,
     cortical_mm=1.1,          # times exp(cortical_alpha * d)
-    cortical_alpha=0.15,
-    texture_amplitude=0.35,   # times exp(texture_alpha * d), trabecular texture
+    cortical_alpha=0.25,
+    texture_amplitude=0.25,   # times exp(texture_alpha * d), trabecular texture
     texture_alpha=0.1,
-    texture_mm=(0.5, 1.2),    # fine and coarse (porous) texture scales
+    texture_mm=(0.8, 2.0),    # fine and coarse (porous) texture scales
     density_field_mm=0.07,    # ROI influence radius, fraction of thorax width
     render_mm=0.3,            # finest bone grid; finer pixels are upsampled
     vessel_mm=0.6,            # finest vessel / device grid
@@ -149,7 +149,7 @@ def soft_tissue(grid: Grid, an: anat.Anatomy) -> tuple[np.ndarray, np.ndarray]:
   qx, qy = grid.coords()
   spine_x = np.interp(qy, an.vert_y, an.vert_x).astype(np.float32)
   bw = np.interp(qy, an.body_y, an.body_x).astype(np.float32)
-  t0 = np.interp(qy, an.body_y[[0, 2, 4, -1]], [0.4, 0.45, 1.0, 1.05]).astype(np.float32)
+  t0 = np.interp(qy, an.body_y[[0, 3, 7, -1]], [0.4, 0.45, 1.0, 1.05]).astype(np.float32)
   body = t0 * np.sqrt(np.clip(1 - (qx / bw) ** 2, 0, 1)) * sig((bw - np.abs(qx)) / 2.0)
   # Lungs: inside the rib envelope of each side, outside the mediastinum,
   # above the domes, with sharp costophrenic angles.
@@ -176,7 +176,8 @@ def soft_tissue(grid: Grid, an: anat.Anatomy) -> tuple[np.ndarray, np.ndarray]:
   widen = np.clip((qy - an.carina_y) / 60.0, 0, 1) * 14.0
   band = sig((np.where(right, 22.0, 20.0) + widen - ax) / 2.5) * sig((qy - an.apex_y + 30) / 5.0)
   hil = sum(sig((14.0 - np.hypot(qx - s * 50.0, qy - an.carina_y - 25.0)) / 4.0) for s in (-1, 1))
-  medi = np.maximum(np.maximum(band, knob), heart)
+  # Lung wraps in front of and behind the heart: it stays partly lucent.
+  medi = np.maximum(np.maximum(band, knob), 0.8 * heart)
   lung = (sig((env - ax) / 2.0) * sig((qy - an.apex_y) / 3.0) * sig((dia - qy) / 1.5)
           * (1 - medi))
   depth = (0.75 + 0.25 * np.clip((qy - an.apex_y - 20) / 150, 0, 1)) * np.sqrt(
@@ -194,9 +195,10 @@ def soft_tissue(grid: Grid, an: anat.Anatomy) -> tuple[np.ndarray, np.ndarray]:
   breast = 0.0
   if size > 0:
     for s in (-1, 1):
+      # A sharp lower fold, fading upwards into the chest wall.
       u, v = (qx - s * xb) / (95.0 * size ** 0.5), (qy - yb) / (75.0 * size ** 0.5)
-      breast = breast + 0.28 * size * np.sqrt(np.clip(1 - u * u - v * v, 0, 1)) * sig(
-          (qy - yb + 70 * size ** 0.5) / 10.0)
+      breast = breast + 0.28 * size * np.sqrt(np.clip(1 - u * u - np.maximum(v, 0) ** 2, 0, 1)) * (
+          np.exp(-np.minimum(v, 0) ** 2 * 1.5))
   # Axillary folds: soft tissue from the chest wall to the arm.
   fold = 0.0
   for s in (-1, 1):

@@ -203,7 +203,8 @@ POSE = dict(
     annotation_share=(0.1, 0.5),  # PA, AP
     shutter=(0.5, 0.3, 0.2),      # collimated border left as exposed / black / white
 )
-_ANNOTATIONS = ("AP PORTABLE", "SUPINE", "ERECT", "MOBILE", "AP SITTING", "PA")
+_ANNOTATIONS = {"PA": ("PA", "ERECT", "STANDING"),
+                "AP": ("AP PORTABLE", "SUPINE", "MOBILE", "AP SITTING")}
 
 
 @dataclasses.dataclass
@@ -294,7 +295,7 @@ def render_chest(roi_values, rng: np.random.Generator, spacing_range=(0.14, 0.2)
   img, processing = film_processing.process(log, spacing, rng, modality=modality, field=field)
   annotation = None
   if not plain and extra.random() < POSE["annotation_share"][view == "AP"]:
-    annotation = _ANNOTATIONS[int(extra.integers(len(_ANNOTATIONS)))]
+    annotation = _ANNOTATIONS[view][int(extra.integers(len(_ANNOTATIONS[view])))]
     film_processing.annotate(img, spacing, extra, annotation, boxes)
   shutter = "none"
   if field is not None:

@@ -11,7 +11,7 @@ import pydicom
 import pytest
 from scipy import ndimage
 
-from data_prep import dicom_io, rois
+from data_prep import anatomy, dicom_io, rois
 from data_prep import synthesize as syn
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -139,32 +139,32 @@ def _disc_mean(img, centre, radius):
 
 
 def test_landmarks_sit_on_the_bones_they_name():
-  """Clavicle and spine landmarks are brighter than the soft tissue beside them;
-  rib-cage landmarks sit on the outer edge of a rib (bone just inside, no rib
-  a few mm further out than the outer cortex)."""
-  ok_rib = []
-  for seed in range(3):
+  """Averaged over films, clavicle and spine landmarks are brighter than the
+  tissue beside them, and rib-cage landmarks sit on the outer edge of a rib
+  (bone just inside is brighter than the lung further in)."""
+  clav, spine, ribs = [], [], []
+  for seed in range(4):
     r = syn.render_chest(np.zeros(14), np.random.default_rng(seed), (0.8, 0.9), plain=True)
     img, lm, mm = dicom_io.normalise(r.image), r.landmarks, 1.0 / r.spacing
-    up = np.array([0.0, 1.0])
-    for k in (1, 4):  # clavicle middles: brighter than 14 mm above and below
+    up, side = np.array([0.0, 1.0]), np.array([1.0, 0.0])
+    for k in (1, 4):  # clavicle middles against 14 mm above and below
       here = _disc_mean(img, lm[k], 2.5 * mm)
-      assert here > _disc_mean(img, lm[k] - 14 * mm * up, 2.5 * mm), (seed, k)
-      assert here > _disc_mean(img, lm[k] + 14 * mm * up, 2.5 * mm), (seed, k)
-    side = np.array([1.0, 0.0])
-    # C7, T12 vertebral bodies: brighter than the neck / paraspinal tissue beside
-    # them (C7 is crossed by the trachea, so compare further out).
-    for k, off in ((14, 60), (15, 40)):
-      beside = [_disc_mean(img, lm[k] + sgn * off * mm * side, 4 * mm) for sgn in (-1, 1)]
-      assert _disc_mean(img, lm[k], 4 * mm) > np.mean(beside), (seed, k)
-    # Rib margins: the rib just medial of the landmark is brighter than the lung
-    # 12 mm medial of it.
+      clav.append(here - np.mean([_disc_mean(img, lm[k] + s * 14 * mm * up, 2.5 * mm)
+                                  for s in (-1, 1)]))
+    # C7 and T12 on vertebral bodies: brighter than the disc spaces above and below.
+    axis = (lm[15] - lm[14]) / np.linalg.norm(lm[15] - lm[14])
+    for k, step in ((14, anatomy.VERT_STEP[anatomy.C7]), (15, anatomy.VERT_STEP[anatomy.T12])):
+      gap = 0.5 * step * r.params["scale"] * mm
+      here = _disc_mean(img, lm[k], 1.5 * mm)
+      spine.append(here - np.mean([_disc_mean(img, lm[k] + s * gap * axis, 1.2 * mm)
+                                   for s in (-1, 1)]))
     for k in range(6, 14):
       inward = side if k < 10 else -side
-      rib = _disc_mean(img, lm[k] + 3.5 * mm * inward, 1.5 * mm)
-      lung = _disc_mean(img, lm[k] + 14 * mm * inward, 1.5 * mm)
-      ok_rib.append(rib > lung)
-  assert np.mean(ok_rib) >= 0.85, ok_rib
+      ribs.append(_disc_mean(img, lm[k] + 3.5 * mm * inward, 1.5 * mm)
+                  > _disc_mean(img, lm[k] + 14 * mm * inward, 1.5 * mm))
+  assert np.mean(clav) > 0.03 and np.mean(np.array(clav) > 0) >= 0.75, clav
+  assert np.mean(spine) > 0.03 and np.mean(np.array(spine) > 0) >= 0.75, spine
+  assert np.mean(ribs) >= 0.85, ribs
 
 
 def test_plain_leaves_out_markers_text_and_collimation_only():
@@ -196,6 +196,21 @@ def test_presentation_varies_between_films():
     img = dicom_io.normalise(r.image)
     level.append(_disc_mean(img, r.landmarks[15], 4 / r.spacing))
   assert np.std(level) > 0.05, level
+
+
+def test_normalise_ignores_shutter_masks():
+  """A black or white shutter border (as some systems burn in) does not move the
+  grey levels of the anatomy: the reader's percentiles skip the extreme values."""
+  r = syn.render_chest(np.zeros(14), np.random.default_rng(5), (1.8, 2.0), plain=True)
+  img = 0.1 + 0.8 * r.image
+  b = img.shape[0] // 8
+  ref = dicom_io.normalise(img[b:-b])  # the film without the masked rows
+  for value in (0.0, 1.0):
+    masked = img.copy()
+    masked[:b] = value
+    masked[-b:] = value
+    out = dicom_io.normalise(masked)
+    np.testing.assert_allclose(out[b:-b], ref, atol=0.02)
 
 
 @pytest.fixture(scope="module")
