@@ -225,7 +225,8 @@ def make_anatomy(rng: np.random.Generator, view: str) -> Anatomy:
   heart = ((-22.0 * hs, base_y, 32.0 * hs, 56.0 * hs, 0.0),
            (30.0 * hs + rng.normal(0, 4), base_y + 14.0, 72.0 * hs, 60.0 * hs,
             np.deg2rad(rng.normal(-25, 5))))
-  knob = (vx[T1 + 3] + 20.0 + rng.normal(0, 3), vy[T1 + 3] + rng.normal(0, 5), 15.0 * rng.normal(1, 0.08))
+  knob = (vx[T1 + 3] + 20.0 + rng.normal(0, 3), vy[T1 + 3] + rng.normal(0, 5),
+          15.0 * rng.normal(1, 0.08))
   dome_r = lateral[(-1, 9)][1] - 28.0 + rng.normal(0, 8.0) - (20.0 if ap else 0.0)
   domes = ((-65.0, dome_r, 0.010), (70.0, dome_r + 15.0 + rng.normal(0, 5.0), 0.011))
   bubble = (75.0 + rng.normal(0, 8), domes[1][1] + 28.0, 32.0 * rng.uniform(0.5, 1.2),
@@ -243,7 +244,8 @@ def make_anatomy(rng: np.random.Generator, view: str) -> Anatomy:
   vessels = []
   lung_h = dome_r - apex_y
   for side in (-1, 1):
-    hilum = np.array([side * (48.0 + rng.normal(0, 4)), carina_y + 25.0 + (8.0 if side > 0 else 0.0)])
+    hilum = np.array([side * (48.0 + rng.normal(0, 4)),
+                      carina_y + 25.0 + (8.0 if side > 0 else 0.0)])
     vessels += _vessel_tree(rng, hilum, side, lung_h, hw_max * 0.8)
   return Anatomy(view, hw_max, vx, vy, vhw, vhh, tubes, discs, arms, plates, vessels, lm,
                  env_y, env_x, apex_y, heart, knob, domes, bubble, breasts, body_y, body_x,

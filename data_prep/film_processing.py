@@ -83,8 +83,8 @@ def _text_mask(text: str, height_px: float) -> np.ndarray:
   rows = np.flatnonzero(a.max(1))
   a = a[rows[0]:rows[-1] + 1] if rows.size else a
   scale = max(height_px / a.shape[0], 0.2)
-  out = Image.fromarray(a).resize((max(int(a.shape[1] * scale), 1), max(int(a.shape[0] * scale), 1)),
-                                  Image.Resampling.BILINEAR)
+  size = (max(int(a.shape[1] * scale), 1), max(int(a.shape[0] * scale), 1))
+  out = Image.fromarray(a).resize(size, Image.Resampling.BILINEAR)
   return np.asarray(out, np.float32) / 255.0
 
 

@@ -189,8 +189,9 @@ def soft_tissue(grid: Grid, an: anat.Anatomy) -> tuple[np.ndarray, np.ndarray]:
     trachea = trachea + sig((6.0 - d) / 1.2) * sig((qy - an.carina_y) / 2.0) * sig(
         (an.carina_y + 30.0 - qy) / 4.0)
   bx, by, ba, bb = an.bubble
-  bubble = sig((1 - np.hypot((qx - bx) / ba, (qy - by) / bb)) * 12.0) * sig((by + 0.3 * bb - qy) / 1.0)
-  bubble = bubble * sig((qy - (lx * 0 + ly + lc * (qx - lx) ** 2) - 4.0) / 1.5)
+  bubble = (sig((1 - np.hypot((qx - bx) / ba, (qy - by) / bb)) * 12.0)
+            * sig((by + 0.3 * bb - qy) / 1.0)          # fluid level
+            * sig((qy - (ly + lc * (qx - lx) ** 2) - 4.0) / 1.5))  # under the left dome
   size, yb, xb = an.breasts
   breast = 0.0
   if size > 0:

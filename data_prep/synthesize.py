@@ -16,18 +16,24 @@ The density signal. Each patient has a skeletal density latent
 which every one of the 14 ROI bone regions shows with its own deviation,
 d_j = D + BONE_NOISE * e_j, e_j ~ N(0, 1). A bone's trabecular density,
 cortical thickness and trabecular texture (amplitude, coarseness) follow the
-local d. Density is written as bone attenuation relative to the surrounding
-soft tissue, so it survives exposure (gain, offset, gamma) changes; a burned-in
-white label covering > 0.5% of each image anchors the reader's 99.5th
-percentile away from bone. Sex and age reach the image only through D (body
-size, anatomy and exposure are drawn independently of them), so
-E[L_k | image] <= E[L_k | d_1..d_14] and `ceiling_r` in cohort.json is an
-upper bound for any estimator.
+local d. Everything the film adds afterwards (exposure, scatter, processing,
+tone curve, detector gain; film_processing.py) is drawn per film and is
+independent of D, and nothing burned into the film anchors the grey scale to
+bone: density shows only as contrasts inside the film (bone against the soft
+tissue and lung beside it, cortex against medulla, texture). Sex and age reach
+the image only through D (body size, breasts, anatomy, devices and exposure
+are drawn independently of them), so E[L_k | image] <= E[L_k | d_1..d_14] and
+`ceiling_r` in cohort.json is an upper bound for any estimator.
 
 Usage:
   python -m data_prep.synthesize --out=DIR --patients=N --seed=S
       [--spacing_mm=0.14,0.2] [--followup_fraction=0.1]
-      [--missing_fraction=0.03] [--workers=K] [--ceiling_samples=200000]
+      [--missing_fraction=0.03] [--workers=K] [--ceiling_samples=200000] [--plain]
+
+The films: anatomy.py (shapes), render.py (attenuation), devices.py (ECG leads,
+lines, tubes, pacemakers), film_processing.py (exposure, CR/DX processing,
+collimation, lead markers, burned-in text); `--plain` leaves out the markers,
+text and collimation and keeps everything else.
 """
 
 from __future__ import annotations

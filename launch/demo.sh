@@ -3,9 +3,13 @@
 # AttMulRoi training -> test-set report. Steps already done are skipped, so an
 # interrupted demo picks up where it stopped.
 #   bash launch/demo.sh            # OUT=demo_out PATIENTS=1000 TARGET=L1
+#   PLAIN_CHECK=1 bash launch/demo.sh   # then also score the trained model on the same
+#                                       # patients rendered with --plain (no lead
+#                                       # markers, burned-in text or collimation)
 set -euo pipefail
 OUT=${OUT:-demo_out}
 PATIENTS=${PATIENTS:-1000}
+PLAIN_CHECK=${PLAIN_CHECK:-0}
 TARGET=${TARGET:-L1}
 CONFIG="configs/attmulroi.py:demo,target=${TARGET}"
 start=$(date +%s)
@@ -41,3 +45,27 @@ print(f"\nDEMO {target} test (n={v['n']}): r={fmt(v['r'])} rmse={fmt(v['rmse'])}
       f"rmse={fmt(b.get('rmse'))} | cohort ceiling r={ceiling:.3f}")
 PY
 echo "== done in $(( $(date +%s) - start )) s; report in $OUT/run/report"
+if [ "$PLAIN_CHECK" = 1 ]; then
+  echo "== transfer check: the same model on the same patients rendered with --plain"
+  if [ ! -f "$OUT/plain/cohort/cohort.json" ]; then
+    python -m data_prep.synthesize --out="$OUT/plain/cohort" --patients="$PATIENTS" --seed=0 \
+      --spacing_mm=1.0,1.2 --plain
+  fi
+  if [ ! -f "$OUT/plain/prepared/prep.json" ]; then
+    rm -rf "$OUT/plain/prepared"
+    python -m data_prep.build --dicom_dir="$OUT/plain/cohort/dicom" \
+      --labels="$OUT/plain/cohort/labels.csv" --landmarks="$OUT/plain/cohort/landmarks.csv" \
+      --out="$OUT/plain/prepared" --size=32 --grids=3
+  fi
+  # evaluate writes into <workdir>/report: score a copy of the run.
+  rm -rf "$OUT/plain/run" && cp -r "$OUT/run" "$OUT/plain/run"
+  python -m bmdjax.evaluate --config="$CONFIG" --workdir="$OUT/plain/run" \
+    --config.data.dir="$OUT/plain/prepared" --split=test --verbosity=-1
+  python - "$OUT/plain/run/report/metrics.json" "$TARGET" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))[sys.argv[2]]
+fmt = lambda x: "n/a" if x is None else f"{x:.3f}"
+print(f"PLAIN {sys.argv[2]} test (n={m['n']}): r={fmt(m['r'])} rmse={fmt(m['rmse'])} g/cm2 "
+      f"auc={fmt(m['auc'])}")
+PY
+fi
