@@ -169,9 +169,10 @@ class LandmarkDetector:
     return results
 
   def detect_files(self, paths, min_confidence: float | None = None,
-                   progress: bool = False) -> list[dict]:
+                   progress: bool = False, transform=None) -> list[dict]:
     """detect() on DICOM files; a file that cannot be read gives {"error": reason}.
-    Reads one batch at a time, so memory stays small on any cohort."""
+    Reads one batch at a time, so memory stays small on any cohort. `transform`
+    (Radiograph -> Radiograph) alters each film first (robustness checks)."""
     from tqdm import tqdm  # pylint: disable=import-outside-toplevel
     paths = [os.fspath(p) for p in paths]
     results = []
@@ -185,6 +186,7 @@ class LandmarkDetector:
         except dicom_io.StudyError as e:
           done.append({"error": e.reason})
         else:
+          r = transform(r) if transform else r
           read.append(r)
           done.append(r)
       found = iter(self.detect(read, min_confidence))

@@ -246,6 +246,20 @@ def test_tta_disagreement_lowers_the_confidence():
                              rtol=1e-4)
 
 
+def test_vendor_reprocessing_keeps_the_film_readable_and_changes_it():
+  from bmdjax import landmark_eval
+  from data_prep import dicom_io
+  yy, xx = np.mgrid[0:80, 0:60]
+  image = (0.5 + 0.3 * np.sin(xx / 5.0) * np.cos(yy / 7.0)).astype(np.float32)
+  film = dicom_io.Radiograph(image, 1.0, "MONOCHROME2", "CR", 12)
+  out = landmark_eval.reprocess_like_vendor(film)
+  assert out.image.shape == image.shape and out.image.dtype == np.float32
+  assert out.image.min() >= 0 and out.image.max() <= 1
+  assert np.abs(out.image - image).mean() > 0.05
+  assert out.pixel_spacing == 1.0 and out.photometric == "MONOCHROME2"
+  assert np.corrcoef(out.image.ravel(), image.ravel())[0, 1] > 0.5
+
+
 # ----------------------------------------------------------------- metrics
 
 
