@@ -84,8 +84,9 @@ def get_config(arg=None):
 
   # Plausibility checks of detections (data_prep/landmark_checks.py). A
   # landmark less confident than this is flagged: 0.5 is just below the least
-  # confident landmark (0.52) of the validation split of the seed-1 demo cohort
-  # (README, "Landmark detector"); errors concentrate below it.
+  # confident landmark (0.51, test-time spread included) of the validation
+  # split of the seed-1 demo cohort (README, "Landmark detector"); errors
+  # concentrate below it.
   c.checks = ml_collections.ConfigDict(dict(min_confidence=0.5))
 
   common.add_loop_settings(c)
