@@ -11,7 +11,7 @@ import pydicom
 import pytest
 from scipy import ndimage
 
-from data_prep import anatomy, dicom_io, rois
+from data_prep import anatomy, dicom_io, film_processing, rois
 from data_prep import synthesize as syn
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -187,15 +187,24 @@ def test_plain_leaves_out_markers_text_and_collimation_only():
   assert seen >= 1
 
 
-def test_presentation_varies_between_films():
-  """Exposure and processing are drawn per film: the grey level of the same bone
-  at the same density differs between films (no absolute anchor)."""
-  level = []
+def test_processing_is_drawn_per_film():
+  """CR/DX processing varies per film: the same exposure processed with different
+  draws puts the same vertebra at different grey levels (no absolute anchor),
+  while the order of local grey levels (T12 against the tissue beside it) stays."""
+  r = syn.render_chest(np.zeros(14), np.random.default_rng(0), (1.8, 2.0), plain=True)
+  log = r.image  # any bone-bright image will do as the log exposure
+  c, rad = r.landmarks[15], 4 / r.spacing
+  sign = np.sign(_disc_mean(log, c, rad) - _disc_mean(log, c + [40 / r.spacing, 0], rad))
+  level, contrast = [], []
   for seed in range(8):
-    r = syn.render_chest(np.zeros(14), np.random.default_rng(seed), (1.8, 2.0), plain=True)
-    img = dicom_io.normalise(r.image)
-    level.append(_disc_mean(img, r.landmarks[15], 4 / r.spacing))
+    for modality in ("CR", "DX"):
+      img, _ = film_processing.process(log, r.spacing, np.random.default_rng(seed),
+                                       modality=modality)
+      img = dicom_io.normalise(img)
+      level.append(_disc_mean(img, c, rad))
+      contrast.append(level[-1] - _disc_mean(img, c + [40 / r.spacing, 0], rad))
   assert np.std(level) > 0.05, level
+  assert np.mean(np.sign(contrast) == sign) >= 0.9, contrast
 
 
 def test_normalise_ignores_shutter_masks():
