@@ -82,7 +82,7 @@ class LandmarkErrors:
   def __init__(self, config, graphdef, source, sharding, *, example_fn, **_):
     self.config, self.source, self.sharding = config, source, sharding
     self.example_fn = example_fn
-    self.predict_fn = detector.make_predict_fn(graphdef)
+    self.predict_fn = detector.make_predict_fn(graphdef, config.get("tta"))
 
   def run(self, params, rest) -> dict:
     pred = detector.predict_split(self.config, self.predict_fn, params, rest, self.source,

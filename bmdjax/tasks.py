@@ -145,17 +145,16 @@ class LandmarkTask:
   def make_loss_fn(self, graphdef):
     config = self.config
     aug = config.augment
-    geometry = dict(scale=aug.scale, rotate_deg=aug.rotate_deg, translate=aug.translate)
-    intensity = dict(gamma=aug.gamma, contrast=aug.contrast, brightness=aug.brightness,
-                     noise=aug.noise)
+    geometry = dict(scale=aug.scale, rotate_deg=aug.rotate_deg, translate=aug.translate,
+                    aspect=aug.get("aspect", 0.0), zoom_in=aug.get("zoom_in", 0.0))
     weights = config.loss
 
     def loss_fn(params, rest, batch, rng):
       model = nnx.merge(graphdef, params, rest)
-      k_geometry, k_intensity = jax.random.split(rng)
-      x, points = augment.random_affine_points(
+      k_geometry, k_look = jax.random.split(rng)
+      x, points = augment.random_geometry(
           k_geometry, inference.to_unit(batch["x"]), batch["points"], **geometry)
-      x = augment.random_intensity(k_intensity, x, **intensity)
+      x = augment.film_look(k_look, x, cfg=aug)
       out = model(x, train=True)
       side = x.shape[-1]
       # Points the warp moved off the image cannot be found there: not scored.

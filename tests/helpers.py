@@ -31,7 +31,8 @@ def tiny_landmark_config(data_dir, num_epochs=4, lr=1e-2, batch_size=4):
   config.model.levels = 2
   config.model.graph_dim = 8
   config.augment.update(rotate_deg=0.0, scale=0.0, translate=0.0, gamma=0.0,
-                        contrast=0.0, brightness=0.0, noise=0.0)
+                        contrast=0.0, brightness=0.0, noise=0.0, aspect=0.0, zoom_in=0.0,
+                        objects=0.0, collimation=0.0, processing=0.0, grid_lines=0.0)
   config.optim.lr = lr
   config.batch_size = batch_size
   config.num_epochs = num_epochs

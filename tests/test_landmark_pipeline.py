@@ -72,7 +72,8 @@ def test_detection_equals_the_validation_predictions(tiny_detector, cohort_dir):
   mesh = jax.make_mesh((jax.device_count(),), ("data",),
                        axis_types=(jax.sharding.AxisType.Auto,))
   graphdef, _, _ = inference.init_model_state(config)
-  pred = detector.predict_split(config, detector.make_predict_fn(graphdef), finder.params,
+  pred = detector.predict_split(config, detector.make_predict_fn(graphdef, config.tta),
+                                finder.params,
                                 finder.rest, source, NamedSharding(mesh, P("data")),
                                 tasks.LandmarkTask.example_fn)
   paths = [str(cohort_dir / "dicom" / im) for im in pred["image"][:3]]
@@ -82,6 +83,8 @@ def test_detection_equals_the_validation_predictions(tiny_detector, cohort_dir):
     boxed = rois.to_letterbox(d["landmarks"], d["shape"], finder.size)
     np.testing.assert_allclose(boxed, pred["points"][k], atol=1e-3)
     np.testing.assert_allclose(d["confidence"], pred["confidence"][k], atol=1e-5)
+    scale = rois.letterbox_scale(d["shape"], finder.size)  # spread in the image's pixels
+    np.testing.assert_allclose(d["spread"], pred["spread"][k] * scale, rtol=1e-4, atol=1e-4)
     assert isinstance(d["flags"], list)
 
 

@@ -67,14 +67,72 @@ def test_augmentation_moves_points_with_the_image():
   points = np.array([[[12.3, 20.7], [44.2, 15.5], [30.0, 50.1]],
                      [[20.0, 30.0], [40.5, 35.2], [33.3, 12.8]]], np.float32)
   images = np.stack([_blobs((size, size), p) for p in points])
-  warped, moved = augment.random_affine_points(
+  warped, moved = augment.random_geometry(
       jax.random.key(3), jnp.asarray(images), jnp.asarray(points),
-      scale=0.15, rotate_deg=15.0, translate=0.08)
+      scale=0.15, rotate_deg=15.0, translate=0.08, aspect=0.15, zoom_in=0.2)
   moved = np.asarray(moved)
   assert not np.allclose(moved, points, atol=0.5)  # it did move them
   for img, pts in zip(np.asarray(warped), moved):
     for p in pts:
       np.testing.assert_allclose(_centroid(img, p), p, atol=0.1)
+
+
+def test_point_maps_are_exact_inverses_and_match_a_float64_affine():
+  h, w = 48, 64
+  a = np.asarray(augment.affine_matrices(jnp.array(1.2), jnp.array(0.1), jnp.array(0.3)))
+  shift = np.array([3.5, -2.25])
+  pts = np.random.default_rng(0).uniform(0, 60, (5, 2))
+  c = np.array([(w - 1) / 2, (h - 1) / 2])
+  rot = np.array([[np.cos(0.3), -np.sin(0.3)], [np.sin(0.3), np.cos(0.3)]])
+  expected = (pts - c) @ (rot @ np.diag([1.2 * np.exp(0.1), 1.2 * np.exp(-0.1)])).T + c + shift
+  fwd = augment.forward_points(jnp.asarray(pts, jnp.float32), jnp.asarray(a), shift, h, w)
+  np.testing.assert_allclose(fwd, expected, atol=1e-4)
+  back = augment.inverse_points(fwd, jnp.asarray(a), shift, h, w)
+  np.testing.assert_allclose(back, pts, atol=1e-4)
+
+
+def test_gaussian_blur_matches_scipy_per_image():
+  import scipy.ndimage
+  x = np.random.default_rng(1).uniform(0, 1, (3, 40, 50)).astype(np.float32)
+  sigma = np.array([1.5, 2.5, 6.0], np.float32)  # (below ~1 px a sampled kernel differs)
+  out = np.asarray(augment.gaussian_blur(jnp.asarray(x), jnp.asarray(sigma), 30))
+  for img, sd, got in zip(x, sigma, out):
+    ref = scipy.ndimage.gaussian_filter(img.astype(np.float64), float(sd), mode="mirror",
+                                        truncate=12.0)
+    np.testing.assert_allclose(got, ref, atol=2e-5)
+
+
+def test_equalisation_is_the_empirical_cdf_and_ignores_increasing_remaps():
+  rng = np.random.default_rng(2)
+  levels = (np.arange(10) + 0.5) / 10
+  x = levels[rng.integers(0, 10, (2, 20, 30))].astype(np.float32)
+  eq = np.asarray(augment.equalize(jnp.asarray(x)))
+  for img, got in zip(x, eq):
+    np.testing.assert_allclose(got, (img.ravel()[None, :] <= img.ravel()[:, None]).mean(1)
+                               .reshape(img.shape), atol=1e-6)
+  remapped = 0.1 + 0.7 * x ** 0.5  # window + gamma: increasing, levels kept apart
+  np.testing.assert_array_equal(np.asarray(augment.equalize(jnp.asarray(remapped))), eq)
+
+
+def test_input_normalisation_removes_gain_offset_and_gamma(monkeypatch):
+  """What the detector sees barely changes when the film's processing does."""
+  yy, xx = np.mgrid[0:64, 0:64] / 64.0
+  x = (0.5 + 0.2 * np.sin(12 * xx) * np.cos(9 * yy) + 0.1 * yy).astype(np.float32)[None]
+  base = np.asarray(lm_model.normalize_input(jnp.asarray(x), "equalize_lcn"))
+  assert base.shape == (1, 64, 64, 2)
+  for f in (lambda v: 0.6 * v + 0.3, lambda v: v ** 1.6):
+    other = np.asarray(lm_model.normalize_input(jnp.asarray(f(x)), "equalize_lcn"))
+    # Equalised: ranks exact up to one histogram bin's share of the pixels.
+    bin_share = max(np.histogram(v, 256, (0, 1))[0].max() for v in (x, f(x))) / x.size
+    assert np.abs(other[..., 0] - base[..., 0]).max() <= 2 * bin_share + 1e-6
+    # Local contrast: gain and offset cancel but for the floor of the local sd.
+    assert np.abs(other[..., 1] - base[..., 1]).mean() < 0.2 * np.abs(base[..., 1]).mean()
+  monkeypatch.setattr(lm_model, "LCN_MIN_SD", 1e-5)  # without the floor: exactly
+  lcn = lambda v: np.asarray(lm_model.normalize_input(jnp.asarray(v), "equalize_lcn"))[..., 1]
+  np.testing.assert_allclose(lcn(0.6 * x + 0.3), lcn(x), atol=2e-3)
+  raw = lm_model.normalize_input(jnp.asarray(x), "none")
+  assert np.abs(np.asarray(lm_model.normalize_input(jnp.asarray(0.6 * x + 0.3), "none"))
+                - np.asarray(raw)).mean() > 0.05  # the raw input does change
 
 
 def test_intensity_jitter_stays_in_range_and_varies_per_image():
@@ -83,6 +141,24 @@ def test_intensity_jitter_stays_in_range_and_varies_per_image():
                                             contrast=0.25, brightness=0.1, noise=0.03))
   assert out.min() >= 0 and out.max() <= 1
   assert np.ptp(out.mean(axis=(1, 2))) > 0.01  # not one transform for the batch
+
+
+def test_film_look_is_a_no_op_when_switched_off_and_varied_when_on():
+  cfg = lm_config.get_config("demo").augment
+  x = jnp.asarray(np.random.default_rng(3).uniform(0.1, 0.9, (6, 64, 64)).astype(np.float32))
+  off = cfg.copy_and_resolve_references()
+  off.update(gamma=0.0, contrast=0.0, brightness=0.0, noise=0.0, objects=0.0,
+             collimation=0.0, processing=0.0, grid_lines=0.0)
+  np.testing.assert_allclose(augment.film_look(jax.random.key(0), x, cfg=off), x, atol=1e-6)
+  out = np.asarray(augment.film_look(jax.random.key(1), x, cfg=cfg))
+  assert out.min() >= 0 and out.max() <= 1 and out.shape == x.shape
+  change = np.abs(out - np.asarray(x)).mean(axis=(1, 2))
+  assert change.min() > 0.01 and np.ptp(change) > 0.01  # every image, differently
+  # Objects are radio-opaque (bright) and only where drawn.
+  dark = jnp.zeros((8, 64, 64))
+  drawn = np.asarray(augment.random_objects(jax.random.key(2), dark, p=1.0))
+  assert (drawn.max(axis=(1, 2)) >= 0.4).all() and ((drawn > 0.1).mean(axis=(1, 2)) < 0.5).all()
+  np.testing.assert_array_equal(augment.random_objects(jax.random.key(2), dark, p=0.0), dark)
 
 
 # ----------------------------------------------------------------- model
@@ -116,6 +192,72 @@ def test_heatmap_kl_is_zero_at_the_target_and_positive_elsewhere():
   mask = jnp.ones((1, 2))
   assert abs(float(tasks.heatmap_kl(target_logits, points, sigma, mask))) < 1e-5
   assert float(tasks.heatmap_kl(jnp.zeros_like(target_logits), points, sigma, mask)) > 1.0
+
+
+# ----------------------------------------------------------------- test-time augmentation
+
+
+def _blob_finder(x):
+  """A 'detector' that is right in any view: the soft-argmax of one sharp
+  blob per image (stride 1), confidence 0.8."""
+  points, _ = lm_model.soft_argmax(x[:, None] * 20.0, 1)
+  return {"points": points, "heatmap_points": points,
+          "confidence": jnp.full(points.shape[:2], 0.8)}
+
+
+def _tta(**kw):
+  import ml_collections
+  return ml_collections.ConfigDict(dict(dict(scales=(0.85, 1.15), rotations_deg=(-8.0, 8.0),
+                                             sharpen=True, spread_px=4.0), **kw))
+
+
+def test_tta_maps_every_view_back_exactly():
+  from bmdjax import detector
+  truth = np.array([[[20.3, 41.7]], [[47.6, 18.2]]], np.float32)  # far from the centre
+  x = jnp.asarray(np.stack([_blobs((64, 64), p, sigma=3.0) for p in truth]))
+  assert len(detector.tta_views(_tta())) == 6
+  out = detector.test_time_augmented(_blob_finder, x, _tta())
+  np.testing.assert_allclose(out["points"], truth, atol=0.05)
+  np.testing.assert_allclose(out["heatmap_points"], truth, atol=0.05)
+  assert float(jnp.max(out["spread"])) < 0.05
+  np.testing.assert_allclose(out["confidence"], 0.8, atol=1e-3)
+  single = detector.test_time_augmented(_blob_finder, x, None)
+  np.testing.assert_allclose(single["points"], truth, atol=0.05)
+  assert float(jnp.max(single["spread"])) == 0.0
+
+
+def test_tta_disagreement_lowers_the_confidence():
+  """A detector that ignores the image answers the same pixel in every view;
+  mapped back, the views disagree, and the confidence says so."""
+  from bmdjax import detector
+  fixed = jnp.array([[[10.0, 12.0]]])
+  blind = lambda v: {"points": jnp.broadcast_to(fixed, (v.shape[0], 1, 2)),
+                     "heatmap_points": jnp.broadcast_to(fixed, (v.shape[0], 1, 2)),
+                     "confidence": jnp.full((v.shape[0], 1), 0.9)}
+  tta = _tta(sharpen=False)
+  out = detector.test_time_augmented(blind, jnp.zeros((1, 64, 64)), tta)
+  views = np.stack([np.linalg.solve(a, (np.array([10.0, 12.0]) - 31.5)) + 31.5
+                    for a, _ in detector.tta_views(tta)])
+  spread = np.sqrt(np.mean(np.sum((views - views.mean(0)) ** 2, -1)))
+  np.testing.assert_allclose(out["points"][0, 0], views.mean(0), atol=1e-4)
+  np.testing.assert_allclose(out["spread"][0, 0], spread, rtol=1e-4)
+  assert spread > 2.0
+  np.testing.assert_allclose(out["confidence"][0, 0], 0.9 * np.exp(-0.5 * (spread / 4.0) ** 2),
+                             rtol=1e-4)
+
+
+def test_vendor_reprocessing_keeps_the_film_readable_and_changes_it():
+  from bmdjax import landmark_eval
+  from data_prep import dicom_io
+  yy, xx = np.mgrid[0:80, 0:60]
+  image = (0.5 + 0.3 * np.sin(xx / 5.0) * np.cos(yy / 7.0)).astype(np.float32)
+  film = dicom_io.Radiograph(image, 1.0, "MONOCHROME2", "CR", 12)
+  out = landmark_eval.reprocess_like_vendor(film)
+  assert out.image.shape == image.shape and out.image.dtype == np.float32
+  assert out.image.min() >= 0 and out.image.max() <= 1
+  assert np.abs(out.image - image).mean() > 0.05
+  assert out.pixel_spacing == 1.0 and out.photometric == "MONOCHROME2"
+  assert np.corrcoef(out.image.ravel(), image.ravel())[0, 1] > 0.5
 
 
 # ----------------------------------------------------------------- metrics

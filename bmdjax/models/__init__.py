@@ -32,7 +32,7 @@ def build(model_config, *, rngs: nnx.Rngs) -> nnx.Module:
   if cls is HeatmapGraphDetector:
     return cls(width=c.width, levels=c.levels, graph_dim=c.graph_dim,
                graph_layers=c.graph_layers, heatmap_sigma=c.heatmap_sigma,
-               dtype=c.dtype, rngs=rngs)
+               input_norm=c.get("input_norm", "none"), dtype=c.dtype, rngs=rngs)
   if c.num_inputs is None or c.num_outputs is None:
     raise ValueError("model.num_inputs/num_outputs are unset: pass the config through "
                      "bmdjax.config_lib.finalize first (every entry point does)")

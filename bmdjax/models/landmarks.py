@@ -1,6 +1,11 @@
 """The 16-landmark detector: heatmaps with a soft-argmax, then a graph step.
 
   image [B, S, S] in [0, 1]
+    -> input normalisation (fixed, no parameters; same at training and
+       inference): histogram equalisation (indifferent to any increasing
+       intensity remapping: window, gamma, vendor LUT) and local contrast
+       normalisation (indifferent to local gain and offset: unsharp masking,
+       dynamic range compression, uneven exposure), two channels
     -> U-Net (stride-2 stem, `levels` downsamplings, decoder with skips)
     -> 16 heatmap logits at stride 2 -> spatial softmax p
     -> soft-argmax: sub-pixel points = E_p[cell centre] (differentiable)
@@ -24,16 +29,40 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from bmdjax import augment
 from bmdjax.models.backbones import batch_norm, conv
 from bmdjax.models.layers import linear
 from data_prep import rois
 
 HEATMAP_STRIDE = 2
+# Input normalisations (HeatmapGraphDetector input_norm) and their channels.
+INPUT_NORMS = {"none": 1, "equalize_lcn": 2}
+# Local contrast normalisation: Gaussian window sd as a share of the side (8 px
+# of 128, ~3 cm of a chest film: wider than a rib or clavicle), and the floor
+# of the local sd (flat regions such as the letterbox padding stay flat).
+LCN_SIGMA = 1 / 16
+LCN_MIN_SD = 0.02
 # Graph of the refinement: the overlay topology, the mirror pairs, and the
 # spine tied to the ends of the clavicles and of the rib cage.
 GRAPH_EDGES = rois.LANDMARK_EDGES + (
     (6, 10), (7, 11), (8, 12), (9, 13), (1, 4),
     (14, 0), (14, 3), (15, 9), (15, 13))
+
+
+def normalize_input(x: jax.Array, kind: str) -> jax.Array:
+  """Images [B, S, S] in [0, 1] -> the network's input [B, S, S, C]: what
+  differs between films of the same anatomy (exposure, vendor processing)
+  removed as far as a fixed function can (module docstring)."""
+  if kind == "none":
+    return x[..., None]
+  if kind != "equalize_lcn":
+    raise ValueError(f"unknown input_norm {kind!r}; known: {sorted(INPUT_NORMS)}")
+  sigma = LCN_SIGMA * x.shape[-1]
+  radius = int(np.ceil(2 * sigma))
+  d = x - augment.gaussian_blur(x, sigma, radius)
+  sd = jnp.sqrt(augment.gaussian_blur(d * d, sigma, radius) + LCN_MIN_SD ** 2)
+  lcn = jnp.clip(d / sd, -3.0, 3.0) / 3.0
+  return jnp.stack([augment.equalize(x) * 2.0 - 1.0, lcn], axis=-1)
 
 
 def adjacency(num_nodes: int = rois.NUM_LANDMARKS, edges=GRAPH_EDGES) -> np.ndarray:
@@ -122,15 +151,18 @@ class HeatmapGraphDetector(nnx.Module):
   """U-Net heatmaps + soft-argmax + graph refinement (module docstring)."""
 
   def __init__(self, *, width=16, levels=4, graph_dim=64, graph_layers=2,
-               heatmap_sigma=1.5, dtype="float32", rngs: nnx.Rngs):
+               heatmap_sigma=1.5, input_norm="none", dtype="float32", rngs: nnx.Rngs):
     self.dtype = jnp.dtype(dtype)
+    if input_norm not in INPUT_NORMS:
+      raise ValueError(f"unknown input_norm {input_norm!r}; known: {sorted(INPUT_NORMS)}")
+    self.input_norm = input_norm
     self.levels = levels
     self.sigma = float(heatmap_sigma)  # target heatmap sd, in cells (the loss uses it)
     if levels < 2:
       raise ValueError(f"levels must be at least 2, got {levels}")
     chans = [int(width) * 2 ** min(i, 3) for i in range(levels + 1)]
     kw = dict(dtype=self.dtype, rngs=rngs)
-    self.stem = conv(1, chans[0], 3, 2, bias=False, **kw)
+    self.stem = conv(INPUT_NORMS[input_norm], chans[0], 3, 2, bias=False, **kw)
     self.stem_bn = batch_norm(chans[0], **kw)
     self.down = nnx.List([ConvBlock(chans[max(i - 1, 0)], chans[i], **kw)
                           for i in range(levels + 1)])
@@ -148,7 +180,7 @@ class HeatmapGraphDetector(nnx.Module):
     if s % (HEATMAP_STRIDE * 2 ** self.levels):
       raise ValueError(f"image side {s} must be a multiple of "
                        f"{HEATMAP_STRIDE * 2 ** self.levels}")
-    h = x.astype(self.dtype)[..., None]
+    h = normalize_input(x.astype(jnp.float32), self.input_norm).astype(self.dtype)
     h = nnx.relu(self.stem_bn(self.stem(h), use_running_average=not train))
     skips = []
     for i, block in enumerate(self.down):
