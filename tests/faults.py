@@ -213,6 +213,7 @@ def _bits(bits: int):
 def _bits32(ds):
   v = _quantised(ds, 20, np.uint32) * 1000
   _plain(ds)
+  ds.PhotometricInterpretation = "MONOCHROME2"  # _quantised is bone bright
   ds.BitsAllocated, ds.BitsStored, ds.HighBit = 32, 32, 31
   ds.PixelData = v.tobytes()
 
@@ -231,6 +232,7 @@ def _signed(bits: int, offset: int):
 
 def _high_bits(ds):
   """Overlay bits left above BitsStored (retired practice): must be masked."""
+  _pixels(ds, _quantised(ds, 12), 12)  # room above BitsStored, whatever the base
   v = ds.pixel_array | np.uint16(0xF000)
   ds.PixelData = v.astype(np.uint16).tobytes()
 
@@ -256,6 +258,7 @@ def _voi_sequence(ds):
 
 
 def _modality_lut_sequence(ds):
+  _pixels(ds, _quantised(ds, 12), 12)  # x8 stays within the LUT's 16 bits
   item = Dataset()
   top = int(ds.pixel_array.max())
   item.LUTDescriptor = [top + 1, 0, 16]

@@ -68,7 +68,7 @@ def test_the_detector_prefills_the_queue_least_confident_first(tiny_detector, co
   assert os.path.exists(cache)
   names = sorted(session.studies)
   # Reference: the detector called directly, as data prep and screening call it.
-  found = detector.LandmarkDetector(str(workdir)).detect_files(
+  found = detector.LandmarkDetector.from_workdir(str(workdir)).detect_files(
       [os.path.join(dicom, n) for n in names])
   for name, f in zip(names, found):
     s = session.studies[name]

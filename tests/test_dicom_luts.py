@@ -228,7 +228,7 @@ def test_inverse_gives_bone_bright_image(tmp_path):
      "INVERSE")])
 def test_unknown_polarity_is_refused(photometric, shape, reason, tmp_path):
   """Noise has no mediastinum and no lungs: nothing settles the contradiction."""
-  noise = np.random.default_rng(0).integers(0, 2 ** BITS, (48, 64)).astype(np.uint16)
+  noise = np.random.default_rng(0).integers(0, 2 ** BITS, (256, 256)).astype(np.uint16)
   path = _write(tmp_path, noise, photometric, PresentationLUTShape=shape)
   with pytest.raises(dicom_io.StudyError) as e:
     dicom_io.read_radiograph(path)

@@ -51,7 +51,7 @@ def test_target_statistics_come_from_the_training_split_only(prepared_dir):
     moved = max(moved, abs(np.mean(everyone[np.isfinite(everyone)]) - stats["mean"]))
   assert moved > 1e-4  # all rows would give other numbers: the check has power
   # The BMD task standardises with exactly these numbers.
-  task = tasks.BmdTask(helpers.tiny_config(str(prepared_dir)))
+  task = tasks.get(helpers.tiny_config(str(prepared_dir)))
   np.testing.assert_allclose(task.scaler.mean, [prep["target_stats"]["L1"]["mean"]], rtol=1e-6)
   np.testing.assert_allclose(task.scaler.std, [prep["target_stats"]["L1"]["std"]], rtol=1e-6)
   assert task.run_info["target_stats"] == prep["target_stats"]
