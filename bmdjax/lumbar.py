@@ -72,9 +72,9 @@ def combine(bmd, sex, ref: tscore.Reference | None = None) -> dict:
   sex = np.asarray(sex, dtype=object).reshape(-1)
   n = len(bmd)
   t = tscore.t_score(bmd, sex[:, None], np.array(tscore.VERTEBRAE)[None, :], ref)
-  t = np.asarray(t, np.float64).reshape(n, -1)
+  t = np.asarray(t, np.float64).reshape(n, len(tscore.VERTEBRAE))
   stats = np.array([[ref.mean_sd(s, v) for v in tscore.VERTEBRAE]
-                    for s in tscore.normalize_sex(sex)]).reshape(n, -1, 2)
+                    for s in tscore.normalize_sex(sex)]).reshape(n, len(tscore.VERTEBRAE), 2)
   included = np.stack([iscd_included(row) for row in t]) if n else \
       np.zeros((0, len(tscore.VERTEBRAE)), bool)
   k = included.sum(1)

@@ -53,3 +53,9 @@ def test_label():
   assert lumbar.label([1, 1, 1, 1]) == "L1-L4"
   assert lumbar.label([0, 1, 1, 1]) == "L2-L4"
   assert lumbar.label([1, 0, 1, 1]) == "L1,L3,L4"
+
+
+def test_no_rows_give_empty_results():
+  """An empty stratum (e.g. no men over 80 in a small test split) is no error."""
+  out = lumbar.combine(np.zeros((0, 4)), np.array([], dtype=object))
+  assert len(out["bmd"]) == len(out["t"]) == 0 and out["included"].shape == (0, 4)

@@ -84,7 +84,9 @@ def test_four_devices_train_like_one(reference_runs):
   assert len(four["state"]["step"].sharding.device_set) == 4
   # The validation after epoch 1 agrees too.
   assert one["best"]["step"] == four["best"]["step"]
-  np.testing.assert_allclose(four["best"]["rmse"], one["best"]["rmse"], rtol=1e-4)
+  # Parameters agree to PARAM_ATOL; the validation RMSE of this barely trained
+  # model moves ~1e-4 relative with the order of the cross-device sums.
+  np.testing.assert_allclose(four["best"]["rmse"], one["best"]["rmse"], rtol=1e-3)
 
 
 @pytest.mark.parametrize("save_on,restore_on", [(4, 1), (1, 4)])

@@ -26,8 +26,8 @@ def _train_rmse(config, params, rest):
 
 
 def test_tiny_training_lowers_the_loss(prepared_dir, tmp_path):
-  # ~120 steps: a VGG without BatchNorm first sits on a plateau for ~80 steps.
-  config = helpers.tiny_config(prepared_dir, num_epochs=40, lr=3e-3, batch_size=8)
+  # ~180 steps: a VGG without BatchNorm first sits on a plateau for ~80 steps.
+  config = helpers.tiny_config(prepared_dir, num_epochs=60, lr=3e-3, batch_size=8)
   config.eval_every_epochs = 10
   config.augment.update(rotate_deg=0.0, scale=0.0, translate=0.0)
   _, params0, rest0 = inference.init_model_state(config)
