@@ -46,19 +46,31 @@ echo "== done in $(( $(date +%s) - start )) s; report in $OUT/run/report"
 if [ "$PLAIN_CHECK" = 1 ]; then
   echo "== transfer check: the same model on the same patients rendered with --plain"
   if [ ! -f "$OUT/plain/cohort/cohort.json" ]; then
-    python -m data_prep.synthesize --out="$OUT/plain/cohort" --patients="$PATIENTS" --seed=0 \
+    bmdjax synthesize --out="$OUT/plain/cohort" --patients="$PATIENTS" --seed=0 \
       --spacing_mm=1.0,1.2 --plain
   fi
   if [ ! -f "$OUT/plain/prepared/prep.json" ]; then
     rm -rf "$OUT/plain/prepared"
-    python -m data_prep.build --dicom_dir="$OUT/plain/cohort/dicom" \
-      --labels="$OUT/plain/cohort/labels.csv" --landmarks="$OUT/plain/cohort/landmarks.csv" \
+    # The same patients in the same splits as the trained model's data: its
+    # manifest's split column wins over any split drawn again.
+    python - "$OUT" <<'PY'
+import sys
+import pandas as pd
+out = sys.argv[1]
+labels = pd.read_csv(f"{out}/plain/cohort/labels.csv", dtype=str, keep_default_na=False)
+split = pd.read_csv(f"{out}/prepared/manifest.csv", dtype=str).set_index("image")["split"]
+labels["split"] = labels["image"].map(split)
+assert labels["split"].notna().all(), "plain cohort has studies the default one lacks"
+labels.to_csv(f"{out}/plain/labels_split.csv", index=False)
+PY
+    bmdjax prepare --dicom_dir="$OUT/plain/cohort/dicom" \
+      --labels="$OUT/plain/labels_split.csv" --landmarks="$OUT/plain/cohort/landmarks.csv" \
       --out="$OUT/plain/prepared" --size=32 --grids=3
   fi
   # evaluate writes into <workdir>/report: score a copy of the run.
   rm -rf "$OUT/plain/run" && cp -r "$OUT/run" "$OUT/plain/run"
-  python -m bmdjax.evaluate --config="$CONFIG" --workdir="$OUT/plain/run" \
-    --config.data.dir="$OUT/plain/prepared" --split=test --verbosity=-1
+  bmdjax evaluate --config="$CONFIG" --workdir="$OUT/plain/run" \
+    --config.data.dir="$OUT/plain/prepared" --split=test
   python - "$OUT/plain/run/report/metrics.json" "$TARGET" <<'PY'
 import json, sys
 m = json.load(open(sys.argv[1]))[sys.argv[2]]
