@@ -58,7 +58,7 @@ VERTEBRAE = ("L1", "L2", "L3", "L4")
 # Patients and BMD.
 # ---------------------------------------------------------------------------
 
-# Young-adult reference (DESIGN.md; Biology Direct 2025, Table 1), g/cm2.
+# Young-adult reference (Biology Direct 2025, Table 1; bmdjax/data), g/cm2.
 REF_MEAN = {"M": np.array([0.999, 1.073, 1.081, 1.071]),
             "F": np.array([0.960, 1.064, 1.100, 1.086])}
 REF_SD = {"M": np.array([0.123, 0.127, 0.129, 0.127]),
@@ -118,7 +118,7 @@ def residual_sd(sex) -> np.ndarray:
 
 
 def t_scores(sex, bmd) -> np.ndarray:
-  """T-scores [n, 4] against the young-adult reference of DESIGN.md."""
+  """T-scores [n, 4] against the shipped young-adult reference (Biology Direct 2025)."""
   female = (np.asarray(sex) == "F")[:, None]
   mean = np.where(female, REF_MEAN["F"], REF_MEAN["M"])
   sd = np.where(female, REF_SD["F"], REF_SD["M"])

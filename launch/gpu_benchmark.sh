@@ -8,8 +8,10 @@
 # (default bench_out), the BENCHMARKS.md tables on stdout.
 # Packages a bare GPU image lacks (grain, pydicom, ml-collections, tfds, ...)
 # are installed from .whl/ when missing: make it beforehand where PyPI can be
-# reached, in the repo root, with `bash ../shared/gpu/wheels.sh` (on a machine of
-# your own, `pip install -e .[cuda]` instead).
+# reached, in the repo root, with `pip download -d .whl grain array-record pydicom
+# ml-collections tensorflow-datasets importlib-resources` for the GPU machine's
+# Python (add --python-version/--platform), or on a machine of your own
+# `pip install -e .[cuda]` instead.
 # Extra flags go to every run: a CPU dry run of this script is
 #   bash launch/gpu_benchmark.sh --size=32 --config.model.width=0.0625 --steps=2 --prep_studies=8
 set -euo pipefail
@@ -21,7 +23,7 @@ SWEEP=${SWEEP:-}
 if ! python3 -c "import grain, pydicom, ml_collections, tensorflow_datasets" 2>/dev/null; then
   if ! ls .whl/*.whl >/dev/null 2>&1; then
     echo "grain, pydicom, ml-collections or tensorflow-datasets missing and no .whl/:" \
-         "run 'bash ../shared/gpu/wheels.sh' in the repo root first" >&2
+         "make the wheel house first: pip download -d .whl grain array-record pydicom ml-collections tensorflow-datasets importlib-resources" >&2
     exit 1
   fi
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \

@@ -16,7 +16,7 @@ from configs import common
 from tests.test_backbones import output_shape, randomize, run
 
 NAMES = ("baseline", "mulpat", "attmulpat", "mulroi", "attmulroi")
-# DESIGN.md; components are checked in test_summary.py.
+# docs/design.md; components are checked in test_summary.py.
 FULL_SIZE = {
     "baseline": 14_846_273,   # VGG16 convs 14,714,688 + regressor 131,585
     "mulpat": 15_894_849,     # convs + Linear(9 x 512, 256)-ReLU-Linear(256, 1)

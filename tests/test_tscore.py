@@ -5,7 +5,7 @@ import pytest
 
 from bmdjax import tscore
 
-# DESIGN.md: Biology Direct 2025, doi 10.1186/s13062-025-00627-w, Table 1.
+# The shipped young-adult table: Biology Direct 2025, doi 10.1186/s13062-025-00627-w, Table 1.
 DESIGN_TABLE = {
     ('M', 'L1'): (0.999, 0.123), ('M', 'L2'): (1.073, 0.127),
     ('M', 'L3'): (1.081, 0.129), ('M', 'L4'): (1.071, 0.127),
