@@ -34,7 +34,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 MODULES = {
     "dicom_io": ("data_prep/dicom_io.py", None,
                  ["tests/test_dicom_io.py", "tests/test_faults_dicom.py",
-                  "tests/test_dicom_luts.py", "tests/test_dicom_third_party.py"]),
+                  "tests/test_dicom_luts.py", "tests/test_dicom_third_party.py",
+                  "tests/test_dicom_headers.py"]),
     "rois": ("data_prep/rois.py", None,
              ["tests/test_roi_geometry.py", "tests/test_landmarks.py"]),
     "metrics": ("bmdjax/metrics.py",
@@ -55,12 +56,13 @@ MODULES = {
     "loss": ("bmdjax/tasks.py", ["bmdjax.tasks.x_masked_mse*", "bmdjax.tasks.x_bmd_loss_fn*"],
              ["tests/test_loss_semantics.py",
               "tests/test_mixed_precision.py::test_bf16_compute_keeps_float32_state_and_loss"]),
-    "split": ("data_prep/build.py", ["data_prep.build.x_assign_splits*"],
+    "split": ("data_prep/labels.py", ["data_prep.labels.x_assign_splits*"],
               ["tests/test_build.py::test_patient_level_split_keeps_each_patient_in_one_split",
                "tests/test_build.py::test_given_split_column_wins_and_conflicts_are_refused",
                "tests/test_split.py::test_split_sizes_follow_the_fractions_in_patients_not_studies",
                "tests/test_split.py::test_given_splits_are_kept_and_the_rest_dealt_by_patient",
-               "tests/test_split.py::test_fractions_are_relative_and_the_default_seed_is_0"]),
+               "tests/test_split.py::test_fractions_are_relative_and_the_default_seed_is_0",
+               "tests/test_splits.py"]),
 }
 SOURCE_PATHS = ["bmdjax", "data_prep", "configs"]
 
