@@ -6,6 +6,7 @@ random parameters against the configured ranges."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.ndimage
 import pytest
 from scipy import ndimage
 
@@ -69,40 +70,55 @@ def test_warp_matches_an_independent_affine_resampling(s, theta, shift, mirror):
       assert (got[far] == 0).all() if mode == "constant" else (got[far] > 0.01).all()
 
 
-@pytest.mark.parametrize("s,theta,shift,mirror", CASES)
-def test_points_move_with_the_documented_forward_map(s, theta, shift, mirror):
+# Whole-image warps of the landmark task (points move with the image; no flip).
+GEOMETRY = [(1.0, 0.0, (0.0, 0.0), 0.0), (1.2, np.deg2rad(20), (3.0, -5.0), 0.1),
+            (0.85, np.deg2rad(-35), (-2.5, 1.5), -0.12)]
+
+
+def _geometry(s, theta, aspect):
+  """The documented map in numpy: about the centre, x scaled by s*e^aspect and
+  y by s*e^-aspect, then turned by theta; then shifted by (x, y)."""
+  c, si = np.cos(theta), np.sin(theta)
+  m = np.array([[c, -si], [si, c]]) @ np.diag([s * np.exp(aspect), s * np.exp(-aspect)])
+  return m, np.array([(W - 1) / 2, (H - 1) / 2])
+
+
+@pytest.mark.parametrize("s,theta,shift,aspect", GEOMETRY)
+def test_points_move_with_the_documented_forward_map(s, theta, shift, aspect):
   pts = np.array([[2.0, 3.0], [15.5, 20.0], [9.5, 11.5]])
-  got = augment._move_points(jnp.asarray(pts, jnp.float32), jnp.float32(s),
-                             jnp.float32(theta), jnp.asarray(shift, jnp.float32),
-                             jnp.asarray(mirror), H, W)
-  want = (_forward(s, theta, shift, mirror) @ np.c_[pts, np.ones(3)].T)[:2].T
-  np.testing.assert_allclose(np.asarray(got), want, atol=1e-4)
+  a = augment.affine_matrices(jnp.float32(s), jnp.float32(aspect), jnp.float32(theta))
+  t = jnp.asarray(shift, jnp.float32)
+  m, centre = _geometry(s, theta, aspect)
+  got = augment.forward_points(jnp.asarray(pts, jnp.float32), a, t, H, W)
+  np.testing.assert_allclose(np.asarray(got), (pts - centre) @ m.T + centre + shift,
+                             atol=1e-4)
+  np.testing.assert_allclose(np.asarray(augment.inverse_points(got, a, t, H, W)), pts,
+                             atol=1e-4)
+  # The image goes where its points go: scipy resampling at the inverse map.
+  img = _image()
+  yy, xx = np.mgrid[0:H, 0:W].astype(np.float64)
+  src = (np.c_[xx.ravel(), yy.ravel()] - centre - shift) @ np.linalg.inv(m).T + centre
+  want = scipy.ndimage.map_coordinates(img, [src[:, 1].reshape(H, W), src[:, 0].reshape(H, W)],
+                                       order=1, mode="grid-constant")
+  got_img = np.asarray(augment.warp_affine(jnp.asarray(img, jnp.float32), a, t))
+  np.testing.assert_allclose(got_img, want, atol=2e-5)
 
 
-def test_random_affine_points_moves_points_with_the_sampled_warp():
-  """The image and its points take the same sampled transform."""
-  rng = jax.random.key(3)
-  b = 3
+def test_random_geometry_moves_points_with_the_image():
+  """Each image and its points take the same sampled transform: the peak of a
+  warped blob sits at the moved point, and the images are warped differently."""
+  b = 4
   yy, xx = np.mgrid[0:H, 0:W]
-  pts = np.array([[[6.0, 8.0]]] * b)
-  images = np.stack([np.exp(-((xx - 6.0) ** 2 + (yy - 8.0) ** 2) / 4.0)] * b)
-  kw = dict(scale=0.1, rotate_deg=20.0, translate=0.1)
-  out, moved = augment.random_affine_points(rng, jnp.asarray(images, jnp.float32),
-                                            jnp.asarray(pts, jnp.float32), **kw)
-  s, theta, shift, mirror = augment._sample_affine(rng, b, flip=False, h=H, w=W,
-                                                   dtype=jnp.float32, **kw)
-  assert not np.asarray(mirror).any()
+  images = np.stack([np.exp(-((xx - 9.0) ** 2 + (yy - 11.0) ** 2) / 4.0)] * b)
+  pts = np.array([[[9.0, 11.0]]] * b)
+  out, moved = augment.random_geometry(jax.random.key(3), jnp.asarray(images, jnp.float32),
+                                       jnp.asarray(pts, jnp.float32), scale=0.1,
+                                       rotate_deg=20.0, translate=0.1, aspect=0.1)
+  out, moved = np.asarray(out), np.asarray(moved)
   for i in range(b):
-    fwd = _forward(float(s[i]), float(theta[i]), np.asarray(shift[i]), False)
-    np.testing.assert_allclose(np.asarray(moved[i, 0]), (fwd @ [6.0, 8.0, 1.0])[:2],
-                               atol=1e-4)
-    np.testing.assert_allclose(np.asarray(out[i]),
-                               _reference_warp(images[i], float(s[i]), float(theta[i]),
-                                               np.asarray(shift[i]), False),
-                               atol=2e-5)
-    # The peak of the warped blob sits at the moved point.
-    r, c = np.unravel_index(np.argmax(np.asarray(out[i])), (H, W))
-    assert abs(c - float(moved[i, 0, 0])) <= 1 and abs(r - float(moved[i, 0, 1])) <= 1
+    r, c = np.unravel_index(np.argmax(out[i]), (H, W))
+    assert abs(c - moved[i, 0, 0]) <= 1 and abs(r - moved[i, 0, 1]) <= 1
+  assert np.ptp(moved[:, 0, 0]) > 0.5 or np.ptp(moved[:, 0, 1]) > 0.5
 
 
 def test_sampled_parameters_span_the_configured_ranges():
