@@ -6,7 +6,7 @@ r"""Landmark annotation in the browser: review, correct and save the 16 points.
 then open http://127.0.0.1:8765/ in a browser on the same machine.
 
 The workflow (README, "Annotating landmarks"):
-  1. detect: `data_prep.build --landmark_workdir=W` writes landmarks_detected.csv
+  1. detect: `bmdjax prepare --landmark_workdir=W` writes landmarks_detected.csv
      (with confidences and failed checks) and a manifest with flagged studies;
      or give --landmark_workdir here and the detector runs on every study first
      (cached in OUT_detected.csv). Without either, --landmarks=landmarks.csv
@@ -42,6 +42,7 @@ import sys
 
 from absl import app, flags
 
+from bmdjax import cli
 from bmdjax.annotation import interchange, sources
 from bmdjax.annotation import server as server_lib
 from data_prep import rois
@@ -104,5 +105,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  cli.run(main, define_flags, doc=__doc__)

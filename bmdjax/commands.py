@@ -31,6 +31,8 @@ COMMANDS = {
     "summary": ("bmdjax.summary", "parameter counts of a model config"),
     "benchmark": ("bmdjax.benchmark", "time training, input, prep and screening"),
     "landmark-eval": ("bmdjax.landmark_eval", "a landmark detector's errors in mm"),
+    "annotate": ("bmdjax.annotate", "place and review landmarks in the browser; COCO "
+                 "keypoints in and out"),
     "convert-weights": ("bmdjax.pretrained", "torchvision weights -> .npz backbone init"),
 }
 

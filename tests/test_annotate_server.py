@@ -200,7 +200,7 @@ def test_the_command_line_serves_the_page_and_stops_on_ctrl_c(cohort, tmp_path):
   import subprocess
   import sys
   help_text = subprocess.run([sys.executable, "-m", "bmdjax.annotate", "--help"],
-                             capture_output=True, text=True).stdout  # absl exits 1
+                             capture_output=True, text=True).stdout
   for must in ("flagged studies first", "--export_coco", "init_from", "127.0.0.1"):
     assert must in help_text
   with socket.socket() as s:
