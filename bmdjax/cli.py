@@ -57,6 +57,21 @@ def define_detector_flags():
                      "checks.min_confidence).")
 
 
+def define_screening_flags():
+  """The screening layer's flags (intervals, referral threshold, recalibration),
+  shared by `evaluate` and `predict`; all are fitted on the validation split."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from bmdjax import conformal, screening  # pylint: disable=import-outside-toplevel
+  flags.DEFINE_float("level", conformal.DEFAULT_LEVEL, "Coverage of the split-conformal "
+                     "prediction intervals, calibrated on the validation split.")
+  flags.DEFINE_float("target_sensitivity", screening.DEFAULT_SENSITIVITY, "Osteoporosis "
+                     "sensitivity on validation that fixes the 'refer for DXA' threshold "
+                     "on predicted T.")
+  flags.DEFINE_bool("recalibrate", False, "Put predictions on the linear calibration line "
+                    "fitted on validation before T-scores, intervals and screening "
+                    "(before/after calibration is reported either way).")
+
+
 HELP_FLAGS = ("--help", "-help", "-h", "--helpshort", "-?", "--helpfull")
 
 

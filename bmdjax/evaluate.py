@@ -149,12 +149,7 @@ def define_flags():
   flags.DEFINE_integer("bootstrap", 1000, "Bootstrap resamples for the 95% intervals.")
   flags.DEFINE_string("reference", None, "Young-adult reference CSV for T-scores "
                       "(sex,vertebra,mean,sd); default: the shipped table.")
-  flags.DEFINE_float("level", conformal.DEFAULT_LEVEL, "Coverage level of the split-conformal prediction "
-                     "intervals, calibrated on the validation split.")
-  flags.DEFINE_float("target_sensitivity", screening.DEFAULT_SENSITIVITY, "Osteoporosis sensitivity the screening "
-                     "threshold on predicted T must reach on the validation split.")
-  flags.DEFINE_bool("recalibrate", False, "Report predictions on the linear recalibration "
-                    "line fitted on validation (before/after calibration is always shown).")
+  cli.define_screening_flags()
   distributed.define_flags()
 
 

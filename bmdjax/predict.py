@@ -483,12 +483,7 @@ def define_flags():
                       "(sex,vertebra,mean,sd); default: the shipped table.")
   flags.DEFINE_integer("size", None, "Crop size the model was trained on; only needed "
                        "when the run's prepared dataset (prep.json) is gone.")
-  flags.DEFINE_float("level", conformal.DEFAULT_LEVEL, "Coverage of the prediction "
-                     "intervals (split-conformal on the runs' validation predictions).")
-  flags.DEFINE_float("target_sensitivity", screening.DEFAULT_SENSITIVITY, "Osteoporosis "
-                     "sensitivity on validation that fixes the 'refer for DXA' threshold.")
-  flags.DEFINE_bool("recalibrate", False, "Put predictions on the linear calibration line "
-                    "fitted on validation before T-scores, intervals and screening.")
+  cli.define_screening_flags()
   flags.DEFINE_bool("sr", False, "Also write a DICOM Structured Report (TID 1500) per study "
                     "to --out, referencing the source image.")
   flags.DEFINE_bool("fhir", False, "Also write FHIR R5 Observations (JSON Bundle) per study "
