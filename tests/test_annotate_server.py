@@ -194,6 +194,15 @@ def test_an_unreadable_study_says_why(cohort, tmp_path):
   assert link == 404 and session.studies["link.dcm"].path is None
 
 
+def _real_ctrl_c():
+  """In the child before exec: SIGINT's disposition (SIG_IGN for a shell's
+  background jobs) and its signal mask (blocked by threads of earlier tests in
+  this process) are inherited; the server under test must get a real Ctrl-C."""
+  import signal
+  signal.signal(signal.SIGINT, signal.SIG_DFL)
+  signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+
+
 def test_the_command_line_serves_the_page_and_stops_on_ctrl_c(cohort, tmp_path):
   import signal
   import socket
@@ -210,7 +219,8 @@ def test_the_command_line_serves_the_page_and_stops_on_ctrl_c(cohort, tmp_path):
   proc = subprocess.Popen(
       [sys.executable, "-m", "bmdjax.annotate", f"--dicom_dir={cohort / 'cohort' / 'dicom'}",
        f"--out={out}", f"--landmarks={cohort / 'cohort' / 'landmarks.csv'}", f"--port={port}"],
-      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+      preexec_fn=_real_ctrl_c)
   try:
     line = ""
     while "Open http" not in line:
