@@ -56,13 +56,13 @@ def define_flags():
   flags.DEFINE_string("out", None, "The annotation CSV, written after every accepted or "
                       "unusable study (a landmarks.csv plus status, reason, flags, ...).")
   flags.DEFINE_string("landmarks", None, "Points to start from: a landmarks.csv or the "
-                      "landmarks_detected.csv of data_prep.build (its confidences and flags "
+                      "landmarks_detected.csv of bmdjax prepare (its confidences and flags "
                       "order the queue).")
   flags.DEFINE_string("landmark_workdir", None, "A trained landmark detector: detect every "
                       "study first (when --landmarks is not given).")
-  flags.DEFINE_string("manifest", None, "manifest.csv of data_prep.build: its studies are "
+  flags.DEFINE_string("manifest", None, "manifest.csv of bmdjax prepare: its studies are "
                       "the queue, its flagged ones come first.")
-  flags.DEFINE_float("min_confidence", None, "Confidence below which a point fails the "
+  flags.DEFINE_float("min_landmark_confidence", None, "Confidence below which a point fails the "
                      "low_confidence check (default: the detector's, else 0.5).")
   flags.DEFINE_string("host", "127.0.0.1", "Address to bind; 127.0.0.1 = this machine only.")
   flags.DEFINE_integer("port", 8765, "Port of the web page.")
@@ -89,7 +89,7 @@ def main(argv):
     raise app.UsageError("give --landmarks (points to start from) or --landmark_workdir (a "
                          "detector to run first), not both")
   session = sources.make_session(FLAGS.dicom_dir, FLAGS.out, FLAGS.landmarks, FLAGS.landmark_workdir,
-                         FLAGS.manifest, FLAGS.min_confidence)
+                         FLAGS.manifest, FLAGS.min_landmark_confidence)
   server = server_lib.Server(session, FLAGS.host, FLAGS.port)
   q = session.queue()
   print(f"{q['annotated']} of {q['total']} studies annotated in {FLAGS.out}; "
