@@ -39,10 +39,8 @@ from data_prep import dicom_io, rois
 # Labels, landmarks and crops live in light modules (screening needs them
 # without the dataset writer); their names stay importable from here.
 from data_prep.crops import CropSpec, process_study  # noqa: F401
-from data_prep.crops import check_landmarks as _check_landmarks  # noqa: F401
-from data_prep.crops import to_uint16 as _to_uint16  # noqa: F401
-from data_prep.labels import (AGE_RANGE, BMD_RANGE, MISSING, assign_splits,  # noqa: F401
-                              load_labels, load_landmarks, split_strata)
+from data_prep.labels import (assign_splits, load_labels, load_landmarks,  # noqa: F401
+                              split_strata)
 from data_prep.schema import SEXES, SPLITS, VERTEBRAE
 
 DATASET_NAME = "bmd_cxr"

@@ -108,12 +108,7 @@ SPACING = {
 
 def _with(path, out, attrs):
   ds = pydicom.dcmread(path)
-  for key, value in attrs.items():
-    if value is None:
-      if key in ds:
-        delattr(ds, key)
-    else:
-      setattr(ds, key, value)
+  faults._set(**attrs)(ds)
   ds.save_as(out, enforce_file_format=True)
   return str(out)
 

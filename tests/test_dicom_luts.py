@@ -34,11 +34,7 @@ def _write(tmp_path, stored, photometric="MONOCHROME2", name="lut.dcm", **attrs)
   ds.set_pixel_data(stored, photometric, BITS, generate_instance_uid=False)
   for key in ("PixelIntensityRelationshipSign", "PixelIntensityRelationship"):
     delattr(ds, key)
-  for key, value in attrs.items():
-    if value is None:
-      delattr(ds, key)
-    else:
-      setattr(ds, key, value)
+  faults._set(**attrs)(ds)
   ds.save_as(path, enforce_file_format=True)
   return str(path)
 

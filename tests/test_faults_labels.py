@@ -8,7 +8,7 @@ import pytest
 
 from bmdjax import input_pipeline
 from configs import common
-from data_prep import build
+from data_prep import build, crops
 
 HEADER = "patient_id,image,sex,age,L1,L2,L3,L4\n"
 
@@ -131,5 +131,5 @@ def test_non_numeric_landmark_refuses_that_study_only(tmp_path):
   pd.DataFrame(rows, columns=["image", *cols]).to_csv(tmp_path / "lm.csv", index=False)
   table = build.load_landmarks(str(tmp_path / "lm.csv"))
   assert np.isfinite(table["a.dcm"]).all() and np.isnan(table["b.dcm"][0, 0])
-  assert build._check_landmarks(table["b.dcm"], (100, 100)) == \
+  assert crops.check_landmarks(table["b.dcm"], (100, 100)) == \
       "landmarks contain empty or non-numeric values"
