@@ -18,7 +18,6 @@ import pandas as pd
 
 from bmdjax import config_lib, input_pipeline, models
 # Run state lives in bmdjax.runs; these names are kept for callers.
-from bmdjax.runs import load_run_info, restore_params, save_run_info  # noqa: F401
 from data_prep.schema import SEX_NAMES, VERTEBRAE
 
 

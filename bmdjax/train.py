@@ -43,9 +43,7 @@ from tqdm import tqdm
 
 from bmdjax import (cli, config_lib, distributed, inference, input_pipeline, preemption, runs,
                     tasks, warm_start)
-# Checkpointing lives in bmdjax.runs; these names are kept for callers.
-from bmdjax.runs import (all_finite, restore_checkpoint, restore_latest_good,  # noqa: F401
-                         save_checkpoint)
+from bmdjax.runs import restore_latest_good, save_checkpoint
 
 FLAGS = flags.FLAGS
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from bmdjax import detector, inference, train, warm_start
+from bmdjax import runs
 from bmdjax.annotation import sources
 
 
@@ -19,13 +20,13 @@ def _leaves(tree):
 def test_init_from_starts_training_from_the_other_runs_best_params(tiny_detector, tmp_path):
   config, workdir, _ = tiny_detector
   _, fresh, rest = inference.init_model_state(config)
-  source, source_rest, _ = inference.restore_params(str(workdir), fresh, rest, "best")
+  source, source_rest, _ = runs.restore_params(str(workdir), fresh, rest, "best")
   tuned = copy.deepcopy(config)
   tuned.init_from = str(workdir)
   tuned.seed = 1  # another random init, which init_from must replace
   _, other_init, _ = inference.init_model_state(tuned)
   train.train_and_evaluate(tuned, str(tmp_path / "ft"), stop_after_steps=1)
-  after, _, step = inference.restore_params(str(tmp_path / "ft"), fresh, rest, "latest")
+  after, _, step = runs.restore_params(str(tmp_path / "ft"), fresh, rest, "latest")
   assert step == 1
   lr = config.optim.lr
   # One Adam step moves every parameter by at most the learning rate.

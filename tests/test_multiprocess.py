@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 
 from bmdjax import distributed, evaluate, inference, train
+from bmdjax import runs
 from tests.test_scaling import compilation_cache, flat, num_steps, scaling_config  # noqa: F401
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -93,7 +94,7 @@ def test_two_processes_train_like_one(two_process_run):
   assert len(losses) == num_steps(config)
   np.testing.assert_allclose(losses, ref_losses, rtol=LOSS_RTOL)
   graphdef, params, rest = inference.init_model_state(config)
-  params, _, step = inference.restore_params(str(workdir), params, rest, "latest")
+  params, _, step = runs.restore_params(str(workdir), params, rest, "latest")
   assert step == num_steps(config)
   np.testing.assert_allclose(flat(params), flat(reference["state"]["params"]),
                              rtol=0, atol=PARAM_ATOL)

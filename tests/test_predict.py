@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from bmdjax import inference, input_pipeline, predict, tscore
+from bmdjax import runs
 from data_prep import synthesize
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -24,10 +25,10 @@ def evaluated(tiny_run):
   config, workdir, _ = tiny_run
   mesh = jax.make_mesh((jax.device_count(),), ("data",),
                        axis_types=(jax.sharding.AxisType.Auto,))
-  run = inference.load_run_info(str(workdir))
+  run = runs.load_run_info(str(workdir))
   scaler = inference.TargetScaler(run["target_stats"], config.target)
   graphdef, params, rest = inference.init_model_state(config)
-  params, rest, _ = inference.restore_params(str(workdir), params, rest, "best")
+  params, rest, _ = runs.restore_params(str(workdir), params, rest, "best")
   source = input_pipeline.open_split(config.data.dir, "test")
   return inference.predict_split(config, inference.make_predict_fn(graphdef), params, rest,
                                  source, NamedSharding(mesh, P("data")), scaler)

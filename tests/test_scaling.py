@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from bmdjax import distributed, inference, input_pipeline, train
+from bmdjax import runs
 from tests import helpers
 
 STOP = 3  # a checkpoint mid-epoch
@@ -99,7 +100,7 @@ def test_checkpoint_moves_between_device_counts(reference_runs, tmp_path, save_o
   # Restored onto the other mesh: bit-identical parameters.
   mesh = distributed.data_mesh(jax.devices()[:restore_on])
   graphdef, params, rest = inference.init_model_state(config)
-  params, rest, step = inference.restore_params(workdir, params, rest, "latest",
+  params, rest, step = runs.restore_params(workdir, params, rest, "latest",
                                                 sharding=NamedSharding(mesh, P()))
   assert step == STOP
   assert all(len(x.sharding.device_set) == restore_on for x in jax.tree.leaves(params))
