@@ -18,11 +18,11 @@ from bmdjax import cli
 
 # name -> (module, what it does). The module provides define_flags() and main(argv).
 COMMANDS = {
-    "synthesize": ("data_prep.synthesize", "render a synthetic cohort: DICOMs, labels.csv, "
+    "synthesize": ("bmdjax.synthesize", "render a synthetic cohort: DICOMs, labels.csv, "
                    "landmarks.csv"),
     "prepare": ("bmdjax.prepare", "DICOMs + labels (+ landmarks or a detector) -> the "
                 "training dataset"),
-    "prepare-landmarks": ("data_prep.build_landmarks", "DICOMs + landmarks.csv -> the "
+    "prepare-landmarks": ("bmdjax.prepare_landmarks", "DICOMs + landmarks.csv -> the "
                           "landmark detector's dataset"),
     "train": ("bmdjax.train", "train a BMD model or the landmark detector"),
     "evaluate": ("bmdjax.evaluate", "the paper's metrics of a trained run on a split"),
@@ -60,7 +60,7 @@ def main(argv=None) -> None:
     sys.argv[0] = prog
     module.main(argv[2:])
     return
-  define = getattr(module, "define_flags", None) or getattr(module, "_define_flags")
+  define = module.define_flags
   doc = module.__doc__ or ""
   for other, (mod, _) in COMMANDS.items():  # the examples as this command spells them
     doc = doc.replace(f"python -m {mod} ", f"bmdjax {other} ")

@@ -33,7 +33,7 @@ def dataset_dir(data_dir: str) -> str:
     if os.path.isfile(os.path.join(candidate, "dataset_info.json")):
       return candidate
   raise FileNotFoundError(
-      f"no prepared dataset in {data_dir!r}: run `python -m data_prep.build "
+      f"no prepared dataset in {data_dir!r}: run `bmdjax prepare "
       f"--out={data_dir} ...` first, or set --config.data.dir")
 
 

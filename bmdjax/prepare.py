@@ -6,70 +6,74 @@ a CSV or placed by a trained detector.
   bmdjax prepare --dicom_dir=D --labels=labels.csv --landmark_workdir=LM_RUN \
       --out=OUT [--keep_flagged] [--min_landmark_confidence=0.5]
 
-The patient split is stratified by sex and osteoporosis status (lowest
-T-score <= -2.5 against the shipped young-adult reference, or --reference), so
-a small cohort's test split still has osteoporosis cases. What is written is
-data_prep.build's (OUT/manifest.csv, OUT/prep.json, the
-ArrayRecord shards); with --landmark_workdir the detector (bmdjax.detector)
-places the 16 landmarks first and OUT/landmarks_detected.csv keeps them, with
-each point's confidence and the failed plausibility checks. Data prep itself
-knows nothing of the model: the detector is passed to it as a function.
+Each study is read once (modality/VOI LUT, MONOCHROME1 inversion, percentile
+normalisation), cropped into the 14 landmark ROIs, the whole image and the NxN
+patch grids, resized to --size and stored as uint16 in ArrayRecord shards.
+The patient split is stratified by sex and osteoporosis status (lowest T-score
+<= -2.5 against the shipped young-adult reference, or --reference), so a small
+cohort's test split still has osteoporosis cases; a `split` column in
+labels.csv wins. OUT/manifest.csv lists every input and what became of it
+(`ok`, `skipped` or `flagged`, with the reason); OUT/prep.json holds the
+settings, counts and train-split target statistics.
+
+With --landmark_workdir the detector places the 16 landmarks first and
+OUT/landmarks_detected.csv keeps them, with each point's confidence and the
+failed plausibility checks; a flagged study is set aside unless --keep_flagged.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
-from absl import app, flags
+from absl import flags
 
-from bmdjax import cli, tscore
-from data_prep import build
+from bmdjax import cli, preparation
 
 FLAGS = flags.FLAGS
 
 
-def landmark_detector(landmark_workdir: str, min_confidence: float | None = None,
-                      progress: bool = True):
-  """DICOM paths -> detections (build.detect_landmarks' `detect`) from a
-  trained detector run."""
-  from bmdjax import detector  # pylint: disable=import-outside-toplevel  (JAX only here)
-  finder = detector.LandmarkDetector.from_workdir(landmark_workdir)
-  return lambda paths: finder.detect_files(paths, min_confidence, progress=progress)
-
-
-def prepare(dicom_dir: str, labels: str, landmarks: str | None, out: str, *,
-            landmark_workdir: str | None = None,
-            min_landmark_confidence: float | None = None, **kwargs) -> dict:
-  """data_prep.build.build, with the landmarks of `landmarks` or detected by
-  the run in `landmark_workdir`; returns the prep.json summary."""
-  detect = (landmark_detector(landmark_workdir, min_landmark_confidence)
-            if landmark_workdir else None)
-  kwargs.setdefault("reference", dict(tscore.load_reference(None).table))
-  return build.build(dicom_dir, labels, landmarks, out, detect=detect,
-                     detector=os.path.abspath(landmark_workdir) if landmark_workdir else None,
-                     **kwargs)
-
-
-def main(argv):
-  del argv
-  if bool(FLAGS.landmarks) == bool(FLAGS.landmark_workdir):
-    raise app.UsageError("give --landmarks=landmarks.csv or --landmark_workdir=W (a trained "
-                         "landmark detector), exactly one of them")
-  detect = (landmark_detector(FLAGS.landmark_workdir, FLAGS.min_landmark_confidence)
-            if FLAGS.landmark_workdir else None)
-  build.build_from_flags(detect=detect,
-                         detector=(os.path.abspath(FLAGS.landmark_workdir)
-                                   if FLAGS.landmark_workdir else None),
-                         keep_flagged=FLAGS.keep_flagged,
-                         reference=dict(tscore.load_reference(FLAGS.reference).table))
-
-
 def define_flags():
-  build.define_flags()
-  cli.define_detector_flags()
+  flags.DEFINE_string("dicom_dir", None, "Folder of DICOM files; labels.csv `image` is "
+                      "relative to it.")
+  flags.DEFINE_string("labels", None, "labels.csv: patient_id,image,sex,age,L1,L2,L3,L4"
+                      "[,split].")
+  flags.DEFINE_string("landmarks", None, "landmarks.csv: image,x0,y0,...,x15,y15 (pixels). "
+                      "Without it, --landmark_workdir detects them.")
+  flags.DEFINE_string("out", None, "Output folder (must not hold a prepared dataset yet).")
+  flags.DEFINE_integer("size", 256, "Side of every crop in pixels (paper: 256).")
+  flags.DEFINE_list("grids", ["3"], "Patch grids NxN to store for the Multi-Patch models, "
+                    "e.g. 2,3,4.")
+  flags.DEFINE_list("fractions", ["0.7", "0.15", "0.15"], "train,validation,test patient "
+                    "fractions.")
+  flags.DEFINE_integer("seed", 0, "Seed of the patient-level split.")
+  flags.DEFINE_integer("workers", None, "Worker processes (default: all cores).")
   flags.DEFINE_string("reference", None, "Young-adult reference CSV (sex,vertebra,mean,sd) "
                       "for the osteoporosis status the split is stratified by; default: "
                       "the shipped table.")
+  cli.define_detector_flags()
+
+
+def main(argv):
+  if len(argv) > 1:
+    cli.exit_usage(f"unexpected arguments {argv[1:]}")
+  for name in ("dicom_dir", "labels", "out"):
+    if not getattr(FLAGS, name):
+      cli.exit_usage(f"--{name} is required (see --help)")
+  if bool(FLAGS.landmarks) == bool(FLAGS.landmark_workdir):
+    cli.exit_usage("give --landmarks=landmarks.csv or --landmark_workdir=W (a trained "
+                   "landmark detector), exactly one of them")
+  summary = preparation.prepare(
+      FLAGS.dicom_dir, FLAGS.labels, FLAGS.landmarks, FLAGS.out,
+      landmark_workdir=FLAGS.landmark_workdir,
+      min_landmark_confidence=FLAGS.min_landmark_confidence, reference=FLAGS.reference,
+      size=FLAGS.size, grids=[int(g) for g in FLAGS.grids if g],
+      fractions=[float(x) for x in FLAGS.fractions], seed=FLAGS.seed,
+      workers=FLAGS.workers, keep_flagged=FLAGS.keep_flagged)
+  c = summary["counts"]
+  print(f"prepared {c['ok']} studies ({c['train']} train, {c['validation']} validation, "
+        f"{c['test']} test), skipped {c['skipped']}, flagged {c['flagged']} (reasons in "
+        f"{os.path.join(FLAGS.out, 'manifest.csv')}), {summary['seconds']} s", file=sys.stderr)
 
 
 if __name__ == "__main__":

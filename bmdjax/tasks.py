@@ -133,7 +133,7 @@ class LandmarkTask:
     prep = input_pipeline.load_prep_summary(config.data.dir)
     if prep.get("task") != build_landmarks.TASK:
       raise ValueError(f"{config.data.dir} is not a landmark dataset: prepare one with "
-                       "`python -m data_prep.build_landmarks --dicom_dir=D "
+                       "`bmdjax prepare-landmarks --dicom_dir=D "
                        "--landmarks=landmarks.csv --out=DIR` and pass --config.data.dir=DIR")
     self.run_info = {"image_size": int(prep["size"])}
 

@@ -1,6 +1,6 @@
 r"""The 16-landmark detector (bmdjax/models/landmarks.py), big_vision style.
 
-  python -m data_prep.build_landmarks --dicom_dir=D --landmarks=landmarks.csv \
+  bmdjax prepare-landmarks --dicom_dir=D --landmarks=landmarks.csv \
       --out=LM_PREP --size=256
   python -m bmdjax.train --config=configs/landmarks.py --workdir=LM_RUN \
       --config.data.dir=LM_PREP

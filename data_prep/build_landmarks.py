@@ -1,14 +1,12 @@
-r"""Prepares radiographs + landmarks.csv into a TFDS dataset for the landmark detector.
-
-  python -m data_prep.build_landmarks --dicom_dir=D --landmarks=landmarks.csv \
-      --out=OUT [--size=256] [--labels=labels.csv]
+r"""Radiographs + landmarks.csv -> a TFDS dataset for the landmark detector
+(the command is `bmdjax prepare-landmarks`).
 
 No BMD is needed: any frontal chest radiographs with 16 landmarks will do.
-Each study is read exactly as data_prep.build reads it (dicom_io: LUTs,
+Each study is read exactly as data_prep/build.py reads it (dicom_io: LUTs,
 MONOCHROME1 inversion, percentile normalisation), padded to a centred square
-and resized to `--size` (rois.whole_image, the BMD models' whole-image input),
+and resized to `size` (rois.whole_image, the BMD models' whole-image input),
 and stored as uint16 with its landmarks in that frame, the mm per stored pixel
-and the original shape. Splits are per patient when --labels gives patient_id
+and the original shape. Splits are per patient when `labels` gives patient_id
 (and its `split` column wins), else per image. Landmark sets that fail the
 plausibility checks (e.g. left and right swapped) are reported as labelling
 errors in OUT/manifest.csv rather than learnt; OUT/prep.json holds the
@@ -19,10 +17,8 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 
-from absl import app, flags
 import numpy as np
 import pandas as pd
 import tensorflow_datasets as tfds
@@ -184,45 +180,3 @@ def build_dataset(dicom_dir: str, landmarks: str, out: str, *, size: int = 256,
   with open(os.path.join(out, "prep.json"), "w") as f:
     json.dump(summary, f, indent=2)
   return summary
-
-
-FLAGS = flags.FLAGS
-
-
-def define_flags():
-  """Defined on demand so importing this module does not claim --out etc."""
-  flags.DEFINE_string("dicom_dir", None, "Folder of DICOM files; the CSV's `image` is "
-                      "relative to it.")
-  flags.DEFINE_string("landmarks", None, "landmarks.csv: image,x0,y0,...,x15,y15 in "
-                      "pixels of the stored image (order: data_prep/rois.py).")
-  flags.DEFINE_string("out", None, "Output folder (must not hold a prepared dataset yet).")
-  flags.DEFINE_integer("size", 256, "Side of the letterboxed image in pixels; a "
-                       "multiple of 32 (the detector halves it 5 times).")
-  flags.DEFINE_string("labels", None, "Optional labels.csv with patient_id,image[,split] "
-                      "for a patient-level split (default: one patient per image).")
-  flags.DEFINE_list("fractions", ["0.8", "0.1", "0.1"], "train,validation,test fractions.")
-  flags.DEFINE_integer("seed", 0, "Seed of the split.")
-  flags.DEFINE_integer("workers", None, "Worker processes (default: all cores).")
-
-
-def main(argv):
-  del argv
-  for name in ("dicom_dir", "landmarks", "out"):
-    if not getattr(FLAGS, name):
-      raise app.UsageError(f"--{name} is required (see --help)")
-  if FLAGS.size % 32:
-    raise app.UsageError(f"--size={FLAGS.size} is not a multiple of 32")
-  summary = build_dataset(FLAGS.dicom_dir, FLAGS.landmarks, FLAGS.out, size=FLAGS.size,
-                          labels=FLAGS.labels,
-                          fractions=[float(x) for x in FLAGS.fractions],
-                          seed=FLAGS.seed, workers=FLAGS.workers)
-  c = summary["counts"]
-  print(f"prepared {c['ok']} radiographs ({c['train']} train, {c['validation']} "
-        f"validation, {c['test']} test), skipped {c['skipped']} (reasons in "
-        f"{os.path.join(FLAGS.out, 'manifest.csv')}), {summary['seconds']} s",
-        file=sys.stderr)
-
-
-if __name__ == "__main__":
-  define_flags()
-  app.run(main)

@@ -25,10 +25,7 @@ the image only through D (body size, breasts, anatomy, devices and exposure
 are drawn independently of them), so E[L_k | image] <= E[L_k | d_1..d_14] and
 `ceiling_r` in cohort.json is an upper bound for any estimator.
 
-Usage:
-  python -m data_prep.synthesize --out=DIR --patients=N --seed=S
-      [--spacing_mm=0.14,0.2] [--followup_fraction=0.1]
-      [--missing_fraction=0.03] [--workers=K] [--ceiling_samples=200000] [--plain]
+The command is `bmdjax synthesize` (bmdjax/synthesize.py).
 
 The films: anatomy.py (shapes), render.py (attenuation), devices.py (ECG leads,
 lines, tubes, pacemakers), film_processing.py (exposure, CR/DX processing,
@@ -50,19 +47,17 @@ import pandas as pd
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from data_prep import anatomy, devices, film_processing, render, rois
-
-VERTEBRAE = ("L1", "L2", "L3", "L4")
+from data_prep import anatomy, devices, film_processing, reference, render, rois
+from data_prep.schema import VERTEBRAE
 
 # ---------------------------------------------------------------------------
 # Patients and BMD.
 # ---------------------------------------------------------------------------
 
-# Young-adult reference (Biology Direct 2025, Table 1; bmdjax/data), g/cm2.
-REF_MEAN = {"M": np.array([0.999, 1.073, 1.081, 1.071]),
-            "F": np.array([0.960, 1.064, 1.100, 1.086])}
-REF_SD = {"M": np.array([0.123, 0.127, 0.129, 0.127]),
-          "F": np.array([0.128, 0.128, 0.127, 0.121])}
+# The young-adult reference T-scores use (data_prep/reference.py), g/cm2.
+_REF = reference.read()[0]
+REF_MEAN = {s: np.array([_REF[(s, v)][0] for v in VERTEBRAE]) for s in ("M", "F")}
+REF_SD = {s: np.array([_REF[(s, v)][1] for v in VERTEBRAE]) for s in ("M", "F")}
 # Paper, Table VI: Pearson r between vertebrae; used for the residuals.
 RESIDUAL_CORR = np.array([[1.000, 0.918, 0.878, 0.807],
                           [0.918, 1.000, 0.931, 0.836],
@@ -606,36 +601,3 @@ def cohort_info(*, seed, patients, spacing_range, followup_fraction, missing_fra
                     "rendering and resampling lower what any estimator can reach from "
                     "the images further"),
   )
-
-
-def _define_flags():
-  from absl import flags  # pylint: disable=import-outside-toplevel
-  flags.DEFINE_string("out", None, "output folder", required=True)
-  flags.DEFINE_integer("patients", 200, "number of patients")
-  flags.DEFINE_integer("seed", 0, "random seed (everything is deterministic in it)")
-  flags.DEFINE_string("spacing_mm", "0.14,0.2", "pixel spacing range lo,hi (mm)")
-  flags.DEFINE_float("followup_fraction", 0.1, "share of patients with a 2nd study")
-  flags.DEFINE_float("missing_fraction", 0.03, "share of missing vertebra values")
-  flags.DEFINE_integer("workers", None, "rendering processes (default: all cores)")
-  flags.DEFINE_integer("ceiling_samples", 200_000, "Monte Carlo size for ceiling_r")
-  flags.DEFINE_bool("plain", False, "render without lead markers, burned-in text and "
-                    "collimation (the same patients and anatomy otherwise, for checking "
-                    "that a model does not lean on them)")
-
-
-def main(argv):
-  from absl import flags  # pylint: disable=import-outside-toplevel
-  del argv
-  f = flags.FLAGS
-  lo, hi = (float(v) for v in f.spacing_mm.split(","))
-  info = generate(f.out, f.patients, f.seed, (lo, hi), f.followup_fraction,
-                  f.missing_fraction, f.workers, f.ceiling_samples, plain=f.plain)
-  print(json.dumps(dict(ceiling_r=info["ceiling_r"], summary=info["summary"]), indent=2))
-
-
-if __name__ == "__main__":
-  # Flags are defined only when run as a program, so that importing this
-  # module next to other data_prep tools never clashes on names like --out.
-  from absl import app
-  _define_flags()
-  app.run(main)

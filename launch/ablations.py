@@ -226,7 +226,7 @@ def check_grids(data: str, runs: Sequence[Run], sets=(), table: int | None = Non
     if missing_ok:
       return
     raise MissingGridsError(f"{path} not found: --data must be a folder written by "
-                            "data_prep.build")
+                            "bmdjax prepare")
   with open(path) as f:
     have = {int(g) for g in json.load(f).get("grids", [])}
   missing = sorted(set(need) - have)

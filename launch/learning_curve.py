@@ -56,7 +56,7 @@ def synthesize(out: str, patients: int, seed: int, spacing: str, render: dict | 
 
 def build(cohort: str, landmarks: str, labels: str, out: str):
   if not os.path.exists(os.path.join(out, "manifest.csv")):
-    _run("data_prep.build_landmarks", f"--dicom_dir={cohort}/dicom",
+    _run("bmdjax.prepare_landmarks", f"--dicom_dir={cohort}/dicom",
          f"--landmarks={landmarks}", f"--labels={labels}", f"--out={out}",
          f"--size={SIZE}", "--workers=1")
 

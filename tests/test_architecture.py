@@ -85,3 +85,20 @@ def test_screening_does_not_import_tfds():
                        text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-2000:]
   assert out.stdout.strip() == "[]"
+
+
+def test_data_prep_is_a_library_without_command_line():
+  """The commands live in bmdjax (bmdjax/commands.py); data_prep takes
+  arguments, not flags, so nothing there claims a flag or runs as a program."""
+  bad = []
+  for module, path in _modules():
+    if not module.startswith("data_prep"):
+      continue
+    tree = ast.parse(open(path, encoding="utf-8").read(), path)
+    for node in ast.walk(tree):
+      if isinstance(node, ast.ImportFrom) and node.module == "absl":
+        bad += [f"{module} imports absl.{a.name}" for a in node.names if a.name != "logging"]
+      if (isinstance(node, ast.If) and isinstance(node.test, ast.Compare)
+          and getattr(node.test.left, "id", "") == "__name__"):
+        bad.append(f"{module} runs as a program")
+  assert not bad, bad

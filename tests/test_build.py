@@ -39,6 +39,29 @@ def test_prepared_splits_hold_disjoint_patients(prepared_dir):
   assert not ids["validation"] & ids["test"]
 
 
+def test_build_stratifies_the_split_by_default(cohort_dir, prepared_dir):
+  """build() itself (not only `bmdjax prepare`) stratifies by sex and
+  osteoporosis status against the shipped young-adult table."""
+  import json  # pylint: disable=import-outside-toplevel
+  from data_prep import labels as label_lib  # pylint: disable=import-outside-toplevel
+  from data_prep import reference  # pylint: disable=import-outside-toplevel
+  prep = json.loads((prepared_dir / "prep.json").read_text())
+  assert prep["split_strata"] == "sex, osteoporosis"
+  studies = pd.read_csv(cohort_dir / "labels.csv")
+  table = reference.read()[0]
+  # Osteoporosis by hand: lowest T over the measured vertebrae <= -2.5.
+  t = np.array([[(r[v] - table[(r.sex, v)][0]) / table[(r.sex, v)][1]
+                 for v in ("L1", "L2", "L3", "L4")] for _, r in studies.iterrows()])
+  strata = [f"{s}/{'osteoporosis' if np.nanmin(row) <= -2.5 else 'other'}"
+            for s, row in zip(studies.sex, t)]
+  expected = label_lib.assign_splits(studies.patient_id, prep["fractions"], prep["seed"],
+                                     strata=strata)
+  manifest = pd.read_csv(prepared_dir / "manifest.csv").set_index("image")
+  assert list(manifest.loc[studies.image, "split"]) == list(expected)
+  unstratified = label_lib.assign_splits(studies.patient_id, prep["fractions"], prep["seed"])
+  assert list(unstratified) != list(expected)  # the check can tell the two apart
+
+
 def test_shard_round_trip_matches_a_fresh_crop(cohort_dir, prepared_dir):
   labels = pd.read_csv(cohort_dir / "labels.csv").set_index("image")
   landmarks = build.load_landmarks(str(cohort_dir / "landmarks.csv"))

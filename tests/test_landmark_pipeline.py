@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bmdjax import detector, inference, input_pipeline, landmark_eval, predict, prepare, tasks
+from bmdjax import detector, inference, input_pipeline, landmark_eval, predict, preparation, tasks
 from data_prep import build, build_landmarks, dicom_io, rois, synthesize
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -60,7 +60,7 @@ def test_a_bmd_dataset_is_refused_by_the_landmark_task(tiny_detector, prepared_d
   config, _, _ = tiny_detector
   wrong = config.copy_and_resolve_references()
   wrong.data.dir = str(prepared_dir)
-  with pytest.raises(ValueError, match="data_prep.build_landmarks"):
+  with pytest.raises(ValueError, match="bmdjax prepare-landmarks"):
     tasks.get(wrong)
 
 
@@ -158,11 +158,11 @@ def test_build_with_the_detector_flags_and_keeps_what_it_is_told(tiny_detector, 
   # By default flagged studies are set aside, never cropped silently.
   if flagged.all():
     with pytest.raises(SystemExit, match="keep_flagged"):
-      prepare.prepare(*args, str(tmp / "strict"), size=16, grids=(), workers=1,
+      preparation.prepare(*args, str(tmp / "strict"), size=16, grids=(), workers=1,
                       landmark_workdir=str(workdir))
     manifest = None
   else:
-    prepare.prepare(*args, str(tmp / "strict"), size=16, grids=(), workers=1,
+    preparation.prepare(*args, str(tmp / "strict"), size=16, grids=(), workers=1,
                     landmark_workdir=str(workdir))
     manifest = pd.read_csv(tmp / "strict" / "manifest.csv").set_index("image")
     for image, flags in zip(detected.image, detected["flags"].fillna("")):

@@ -225,7 +225,7 @@ def test_normalise_ignores_shutter_masks():
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
   out = tmp_path_factory.mktemp("cohort")
-  cmd = [sys.executable, "-m", "data_prep.synthesize", f"--out={out}", "--patients=6",
+  cmd = [sys.executable, "-m", "bmdjax.synthesize", f"--out={out}", "--patients=6",
          "--seed=3", "--spacing_mm=1.0,1.2", "--followup_fraction=0.5",
          "--missing_fraction=0.3", "--workers=2"]
   proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120,

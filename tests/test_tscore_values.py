@@ -9,7 +9,7 @@ from bmdjax import tscore
 
 def test_t_scores_by_hand_with_the_shipped_table():
   ref = tscore.load_reference()
-  # bmdjax/data/tscore_reference.csv: M L1 0.999 +- 0.123, F L1 0.960 +- 0.128,
+  # data_prep/data/tscore_reference.csv: M L1 0.999 +- 0.123, F L1 0.960 +- 0.128,
   # F L3 1.100 +- 0.127.
   got = tscore.t_score([0.999, 0.6915, 0.960, 1.100], ['M', 'M', 'F', 'female'],
                        ['L1', 'L1', 'l1', 'L3'], ref)

@@ -27,9 +27,9 @@ def make_session(dicom_dir: str, out: str, landmarks: str | None = None,
     if set(names) - set(cached):
       print(f"detecting landmarks on {len(names)} studies with {landmark_workdir} "
             f"(cached in {cache})")
-      from bmdjax import prepare  # pylint: disable=import-outside-toplevel  (JAX only here)
+      from bmdjax import preparation  # pylint: disable=import-outside-toplevel  (JAX only here)
       build.detect_landmarks([os.path.join(dicom_dir, n) for n in names], names,
-                             prepare.landmark_detector(landmark_workdir, min_confidence),
+                             preparation.landmark_detector(landmark_workdir, min_confidence),
                              cache)
       cached = queue_lib.read_prefill(cache)
     else:
