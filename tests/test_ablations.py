@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from launch import ablations
+from launch import ablation_tables
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -59,7 +59,7 @@ class FakeRunner:
     if stage == "evaluate":
       assert "target_stats" in json.load(open(os.path.join(workdir, "run.json")))
       target = workdir.rsplit("_", 1)[1]
-      _write_report(workdir, ablations.VERTEBRAE if target == "all" else [target])
+      _write_report(workdir, ablation_tables.VERTEBRAE if target == "all" else [target])
     return 0
 
 
@@ -120,29 +120,29 @@ def test_missing_grids_is_a_clear_error(tmp_path):
   assert rc == 2 and not lines
   assert "--grids=2,3,4" in err and "patches_2/4" in err and "grid2_L1" in err
   # Table 1 needs grid 3 only; Table 3 reads no patches at all.
-  runs = ablations.plan(1, "R")
-  ablations.check_grids(data, runs)
-  with pytest.raises(ablations.MissingGridsError, match="--grids=2"):
-    ablations.check_grids(_prep(tmp_path, grids=(2,)), runs, table=1)
-  ablations.check_grids(_prep(tmp_path, grids=()), ablations.plan(3, "R"))
+  runs = ablation_tables.plan(1, "R")
+  ablation_tables.check_grids(data, runs)
+  with pytest.raises(ablation_tables.MissingGridsError, match="--grids=2"):
+    ablation_tables.check_grids(_prep(tmp_path, grids=(2,)), runs, table=1)
+  ablation_tables.check_grids(_prep(tmp_path, grids=()), ablation_tables.plan(3, "R"))
   # --set data.grid=4 moves every patch model to 4x4.
-  with pytest.raises(ablations.MissingGridsError, match="4x4"):
-    ablations.check_grids(_prep(tmp_path, grids=(3,)), runs, sets=["data.grid=4"])
+  with pytest.raises(ablation_tables.MissingGridsError, match="4x4"):
+    ablation_tables.check_grids(_prep(tmp_path, grids=(3,)), runs, sets=["data.grid=4"])
   # run_table checks before running anything.
   runner = FakeRunner()
-  with pytest.raises(ablations.MissingGridsError):
-    ablations.run_table(4, data, str(tmp_path / "root"), runner=runner)
+  with pytest.raises(ablation_tables.MissingGridsError):
+    ablation_tables.run_table(4, data, str(tmp_path / "root"), runner=runner)
   assert runner.calls == []
 
 
 def test_bad_arguments():
   with pytest.raises(ValueError):
-    ablations.parse_targets("L5")
+    ablation_tables.parse_targets("L5")
   with pytest.raises(ValueError):
-    ablations.config_overrides(["optim.lr"])
+    ablation_tables.config_overrides(["optim.lr"])
   with pytest.raises(ValueError):
-    ablations.plan(2, "R")
-  assert ablations.config_overrides(["config.optim.lr=1e-3"]) == ["--config.optim.lr=1e-3"]
+    ablation_tables.plan(2, "R")
+  assert ablation_tables.config_overrides(["config.optim.lr=1e-3"]) == ["--config.optim.lr=1e-3"]
 
 
 # ----------------------------------------------------------------- running
@@ -154,7 +154,7 @@ def test_run_table_resumes_and_reports_failures(tmp_path):
   _write_report(os.path.join(t4, "grid2_L1"), ["L1"])               # finished: skipped
   os.makedirs(os.path.join(t4, "grid3_L1", "checkpoints", "40"))    # interrupted: resumed
   runner = FakeRunner(fail={("train", "grid4_L1")})
-  out = ablations.run_table(4, data, root, targets="L1,L2", runner=runner)
+  out = ablation_tables.run_table(4, data, root, targets="L1,L2", runner=runner)
   assert runner.calls == [
       ("train", "grid2_L2"), ("evaluate", "grid2_L2"),
       ("train", "grid3_L1"), ("evaluate", "grid3_L1"),
@@ -176,7 +176,7 @@ def test_run_table_resumes_and_reports_failures(tmp_path):
 
   # Second pass: only the failed run is tried again, and it gets a second attempt.
   runner = FakeRunner()
-  out = ablations.run_table(4, data, root, targets="L1,L2", runner=runner)
+  out = ablation_tables.run_table(4, data, root, targets="L1,L2", runner=runner)
   assert runner.calls == [("train", "grid4_L1"), ("evaluate", "grid4_L1")]
   assert not out["failures"]
   info = json.load(open(os.path.join(t4, "grid4_L1", "ablation.json")))
@@ -185,26 +185,26 @@ def test_run_table_resumes_and_reports_failures(tmp_path):
 
 def test_evaluate_without_report_is_a_failure(tmp_path):
   data, root = _prep(tmp_path), str(tmp_path / "root")
-  out = ablations.run_table(3, data, root, targets="L1", runner=lambda c, l, w: 0)
+  out = ablation_tables.run_table(3, data, root, targets="L1", runner=lambda c, l, w: 0)
   assert len(out["failures"]) == 6
   assert all(f["failed"] == "evaluate" for f in out["failures"])
 
 
 def test_identical_run_of_another_table_is_reused(tmp_path):
   data, root = _prep(tmp_path), str(tmp_path / "root")
-  ablations.run_table(1, data, root, targets="L1", runner=FakeRunner())
+  ablation_tables.run_table(1, data, root, targets="L1", runner=FakeRunner())
   runner = FakeRunner()
-  out = ablations.run_table(4, data, root, targets="L1", runner=runner)
+  out = ablation_tables.run_table(4, data, root, targets="L1", runner=runner)
   assert ("train", "grid3_L1") not in runner.calls    # = Table I MulPat
   assert ("train", "grid2_L1") in runner.calls
   assert out["table"]["rows"][1]["cells"]["L1"]["r"] == pytest.approx(0.81)
-  cmd = lambda t, i: ablations.train_command(ablations.plan(t, root, ["L1"])[i], data)
-  assert ablations._identity(cmd(3, 1)) == ablations._identity(cmd(1, 0))  # VGG16
-  assert ablations._identity(cmd(3, 0)) != ablations._identity(cmd(1, 0))
-  out = ablations.run_table(3, data, root, targets="L1", runner=FakeRunner(), reuse=False)
+  cmd = lambda t, i: ablation_tables.train_command(ablation_tables.plan(t, root, ["L1"])[i], data)
+  assert ablation_tables._identity(cmd(3, 1)) == ablation_tables._identity(cmd(1, 0))  # VGG16
+  assert ablation_tables._identity(cmd(3, 0)) != ablation_tables._identity(cmd(1, 0))
+  out = ablation_tables.run_table(3, data, root, targets="L1", runner=FakeRunner(), reuse=False)
   assert [r["status"] for r in out["runs"]].count("reused") == 0
   runner = FakeRunner()
-  ablations.run_table(3, data, str(tmp_path / "root2"), targets="L1", runner=runner)
+  ablation_tables.run_table(3, data, str(tmp_path / "root2"), targets="L1", runner=runner)
   assert len(runner.calls) == 12
 
 
@@ -214,10 +214,10 @@ def test_identical_run_of_another_table_is_reused(tmp_path):
 def test_table_assembly(tmp_path):
   root = str(tmp_path / "root")
   t1 = os.path.join(root, "table1")
-  for v in ablations.VERTEBRAE:                       # Baseline: four per-vertebra runs
+  for v in ablation_tables.VERTEBRAE:                       # Baseline: four per-vertebra runs
     _write_report(os.path.join(t1, f"baseline_{v}"), [v], base=0.80)
   _write_report(os.path.join(t1, "mulpat_L1"), ["L1"], base=0.70)   # MulPat: L1 only
-  _write_report(os.path.join(t1, "mulroi_all"), ablations.VERTEBRAE, base=0.60)
+  _write_report(os.path.join(t1, "mulroi_all"), ablation_tables.VERTEBRAE, base=0.60)
   _write_report(os.path.join(t1, "mulroi_L2"), ["L2"], base=0.50)   # wins over _all
   os.makedirs(os.path.join(t1, "attmulroi_L1"))
   with open(os.path.join(t1, "attmulroi_L1", "ablation.json"), "w") as f:
@@ -228,7 +228,7 @@ def test_table_assembly(tmp_path):
   metrics["L3"]["auc"] = None                        # undefined (no osteoporosis case)
   json.dump(metrics, open(os.path.join(t1, "baseline_L3", "report", "metrics.json"), "w"))
 
-  result = ablations.collect(1, root)
+  result = ablation_tables.collect(1, root)
   rows = {r["name"]: r["cells"] for r in result["rows"]}
   assert [r["name"] for r in result["rows"]] == [
       "baseline", "mulpat", "attmulpat", "mulroi", "attmulroi"]
@@ -262,9 +262,9 @@ def test_table_assembly(tmp_path):
 
 def test_table4_reference_row_and_collect_only_cli(tmp_path):
   root = tmp_path / "root"
-  for v in ablations.VERTEBRAE:
+  for v in ablation_tables.VERTEBRAE:
     _write_report(str(root / "table1" / f"attmulroi_{v}"), [v], base=0.85)
-  _write_report(str(root / "table4" / "grid3_all"), ablations.VERTEBRAE, base=0.75)
+  _write_report(str(root / "table4" / "grid3_all"), ablation_tables.VERTEBRAE, base=0.75)
   out = subprocess.run([sys.executable, "-m", "launch.ablations", "--table=4",
                         f"--workdir={root}", "--collect_only"], cwd=REPO,
                        capture_output=True, text=True, timeout=60)
