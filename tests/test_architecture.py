@@ -75,7 +75,7 @@ def test_no_import_cycles():
 
 def test_the_graph_sees_imports_inside_functions():
   graph = import_graph()
-  assert "bmdjax.detector" in graph["bmdjax.predict"]  # imported inside a function
+  assert "bmdjax.detector" in graph["bmdjax.prediction"]  # imported inside a function
 
 
 def test_screening_does_not_import_tfds():
