@@ -1,12 +1,9 @@
-"""Evaluation report of a predictions table: metrics.json, tables.md, PNGs.
+"""The evaluation report of a predictions table: metrics.json, tables.md, PNGs.
 
-Reproduces the paper's clinical evaluation: Table I (R, RMSE, AUC per
-vertebra and Avg), Table II (sensitivity/specificity at T -2.5 and -1, plus
-the relative "last 10%/20%" rules of Fig. 6), Table V (sex x age strata),
-Tables VI/VII (ground-truth agreement between vertebrae: what a neighbouring
-vertebra would achieve as a "prediction"), Figs 4-6, and optionally a
-comparison with an age+sex-only model, which any image model must beat to be
-worth an X-ray. docs/metrics.md documents every key of metrics.json.
+The paper's Tables I, II, V, VI/VII and Figs 4-6, with the clinical section
+and model card of an evaluated run. Its command line is `bmdjax metrics`
+(bmdjax/write_report.py, whose help says what each table holds);
+docs/metrics.md documents every key of metrics.json.
 """
 
 import json
