@@ -88,6 +88,9 @@ def main(argv):
   distributed.initialize()
   if FLAGS.config is None:
     raise app.UsageError("--config is required, e.g. --config=attmulroi")
+  unknown = sorted(set(FLAGS.what) - set(benchmarking.PARTS))
+  if unknown:
+    raise app.UsageError(f"unknown --what {unknown}; known: {', '.join(benchmarking.PARTS)}")
   detect = (benchmarking.load_detector(FLAGS.landmark_workdir) if FLAGS.landmark_workdir
             else None)
   results = benchmarking.run(
