@@ -4,12 +4,31 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import sys
 
 # Exit statuses: 0 done; 1 the command ran but some input (a study) was refused
 # or failed; 2 a usage error (bad flag, config or path): nothing was done.
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
+
+_command_line: str | None = None  # set by run()
+
+
+def command_line() -> str | None:
+  """The running command as the user typed it (`bmdjax benchmark --config=X`
+  or `python -m bmdjax.benchmark --config=X`), so a result can say how to make
+  it again; None outside `run`."""
+  return _command_line
+
+
+def _invoked_as(argv0: str) -> list[str]:
+  """How the command was started: the `bmdjax NAME` of the console command,
+  `python -m MODULE`, or `python FILE`."""
+  if not argv0.endswith(".py"):
+    return argv0.split()  # "bmdjax benchmark" from bmdjax.commands
+  spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+  return ["python", "-m", spec.name] if spec and spec.name else ["python", argv0]
 
 
 def print_and_exit(text: str, status: int) -> None:
@@ -127,7 +146,9 @@ def run(main, define_flags, argv=None, doc: str | None = None) -> None:
   line on stderr and status 2 (no traceback); the rest is absl's app.run."""
   from absl import app, flags  # pylint: disable=import-outside-toplevel
   from bmdjax import config_lib  # pylint: disable=import-outside-toplevel
+  global _command_line
   argv = list(sys.argv if argv is None else argv)
+  _command_line = shlex.join(_invoked_as(argv[0]) + argv[1:])
   if argv[0].endswith(".py"):  # python -m bmdjax.train: say "train"
     argv[0] = os.path.basename(argv[0])[:-3]
   prog = argv[0]

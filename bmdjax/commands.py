@@ -27,7 +27,7 @@ COMMANDS = {
     "train": ("bmdjax.train", "train a BMD model or the landmark detector"),
     "evaluate": ("bmdjax.evaluate", "the paper's metrics of a trained run on a split"),
     "predict": ("bmdjax.predict", "screen DICOM studies: BMD, T-score, WHO category"),
-    "metrics": ("bmdjax.report", "the report of any predictions.csv"),
+    "metrics": ("bmdjax.write_report", "the report of any predictions.csv"),
     "summary": ("bmdjax.summary", "parameter counts of a model config"),
     "benchmark": ("bmdjax.benchmark", "time training, input, prep and screening"),
     "landmark-eval": ("bmdjax.landmark_eval", "a landmark detector's errors in mm"),

@@ -88,7 +88,7 @@ def _measurement(name, value, unit, interval, site, image_ref, algorithm):
 
 def build(result: dict, source: pydicom.Dataset, landmarks: np.ndarray,
           runs) -> hd.sr.Comprehensive3DSR:
-  """The SR dataset of one predict_studies result ("ok") on `source`; `runs`
+  """The SR dataset of one prediction.predict_studies result ("ok") on `source`; `runs`
   names the model runs (algorithm parameters)."""
   algorithm = _algorithm(runs)
   image_ref = hd.sr.SourceImageForMeasurement(source.SOPClassUID, source.SOPInstanceUID)

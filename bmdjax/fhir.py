@@ -67,7 +67,7 @@ def _observation(code, what: str, site: str, value: float, unit, interval, level
 
 
 def bundle(result: dict, device: str) -> dict:
-  """The Bundle of one predict_studies result with status "ok"."""
+  """The Bundle of one prediction.predict_studies result with status "ok"."""
   intervals = result.get("intervals") or {}
   level = intervals.get("level", 0.0)
   lum = result.get("lumbar") or {}

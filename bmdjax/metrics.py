@@ -7,15 +7,9 @@ sensitivity/specificity at absolute (T <= -2.5, T < -1) and relative (lowest
 Pure numpy: undefined values are None (with an UndefinedMetricWarning saying
 why), never NaN, so results dump to strict JSON.
 
-Command line (writes metrics.json, tables.md and PNGs into --out, prints
-tables.md):
-
-  python -m bmdjax.metrics --predictions=predictions.csv --out=report/ \
-      [--reference=ref.csv] [--bootstrap=1000] [--age_bands=40,50,60,70,90]
-
-predictions.csv: patient_id,image,sex,age,true_L1..true_L4,pred_L1..pred_L4
-(BMD in g/cm2; only vertebrae with predictions are reported). See
-docs/metrics.md for every key of metrics.json.
+The report of a predictions table (metrics.json, tables.md, PNGs) is
+bmdjax.report's, on the command line `bmdjax metrics --predictions=P.csv
+--out=DIR`; docs/metrics.md documents every key of metrics.json.
 """
 
 import contextlib
@@ -550,9 +544,3 @@ def parse_age_bands(text: str) -> tuple:
   edges = [int(e) if e == int(e) else e for e in edges]
   return tuple(zip(edges[:-1], edges[1:]))
 
-
-if __name__ == '__main__':
-  # The command line is report.py's (it writes the report; this module only
-  # computes): `python -m bmdjax.metrics` runs it, without an import cycle.
-  import runpy
-  runpy.run_module('bmdjax.report', run_name='__main__', alter_sys=True)

@@ -1,12 +1,9 @@
-"""Evaluation report of a predictions table: metrics.json, tables.md, PNGs.
+"""The evaluation report of a predictions table: metrics.json, tables.md, PNGs.
 
-Reproduces the paper's clinical evaluation: Table I (R, RMSE, AUC per
-vertebra and Avg), Table II (sensitivity/specificity at T -2.5 and -1, plus
-the relative "last 10%/20%" rules of Fig. 6), Table V (sex x age strata),
-Tables VI/VII (ground-truth agreement between vertebrae: what a neighbouring
-vertebra would achieve as a "prediction"), Figs 4-6, and optionally a
-comparison with an age+sex-only model, which any image model must beat to be
-worth an X-ray. docs/metrics.md documents every key of metrics.json.
+The paper's Tables I, II, V, VI/VII and Figs 4-6, with the clinical section
+and model card of an evaluated run. Its command line is `bmdjax metrics`
+(bmdjax/write_report.py, whose help says what each table holds);
+docs/metrics.md documents every key of metrics.json.
 """
 
 import json
@@ -16,7 +13,6 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from bmdjax import cli
 from bmdjax import clinical
 from bmdjax import lumbar
 from bmdjax import metrics
@@ -570,56 +566,3 @@ def write_report(predictions: pd.DataFrame, out_dir, *, reference=None,
     with open(os.path.join(out_dir, 'model_card.md'), 'w', encoding='utf-8') as f:
       f.write(model_card.render(result))
   return result
-
-
-# ----------------------------------------------------------------------- CLI
-
-
-def define_flags():
-  """The flags of `bmdjax metrics` (report from a predictions.csv); defined on
-  demand, so importing this module defines none."""
-  from absl import flags
-  flags.DEFINE_string('predictions', None,
-                      'predictions.csv: patient_id,image,sex,age,'
-                      'true_L1..true_L4,pred_L1..pred_L4 (BMD in g/cm2).')
-  flags.DEFINE_string('out', None, 'Output folder for metrics.json, '
-                      'tables.md and the PNG figures.')
-  flags.DEFINE_string('reference', None, 'Young-adult reference CSV '
-                      '(sex,vertebra,mean,sd) for T-scores; default: the '
-                      'shipped Biology Direct 2025 table.')
-  flags.DEFINE_string('baseline_predictions', None, 'Optional predictions '
-                      'CSV of an age+sex-only model, same schema and rows.')
-  flags.DEFINE_integer('bootstrap', 1000, 'Patient-level bootstrap resamples '
-                       'for 95% intervals (0: none).')
-  flags.DEFINE_integer('seed', 0, 'Bootstrap seed.')
-  flags.DEFINE_string('age_bands', '40,50,60,70,90', 'Age band edges for the '
-                      'sex x age strata (Table V): 40,50,60 -> 40-50, 50-60.')
-  flags.DEFINE_string('title', '', 'Title of tables.md.')
-  flags.mark_flags_as_required(['predictions', 'out'])
-  return flags.FLAGS
-
-
-def main(argv):
-  """CLI entry (under absl app.run, after define_flags)."""
-  from absl import flags
-  if len(argv) > 1:
-    raise SystemExit(f'unexpected arguments: {argv[1:]}')
-  from bmdjax import tscore
-  flags_ = flags.FLAGS
-  try:
-    preds = read_predictions(flags_.predictions)
-    baseline = (read_predictions(flags_.baseline_predictions)
-                if flags_.baseline_predictions else None)
-    ref = tscore.load_reference(flags_.reference) if flags_.reference else None
-    bands = metrics.parse_age_bands(flags_.age_bands)
-  except (OSError, ValueError) as e:  # bad input: a message, not a traceback
-    raise SystemExit(f'error: {e}') from e
-  result = write_report(
-      preds, flags_.out, reference=ref, age_bands=bands,
-      bootstrap=flags_.bootstrap, seed=flags_.seed,
-      baseline_predictions=baseline, title=flags_.title)
-  print(render_tables(result))
-
-
-if __name__ == "__main__":
-  cli.run(main, define_flags, doc=__doc__)

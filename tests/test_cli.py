@@ -45,6 +45,7 @@ def test_help_exits_zero_and_lists_commands(tmp_path):
     (["summary", "--config=nosuchmodel"], ["no config 'nosuchmodel'", "attmulroi"]),
     (["evaluate", "--workdir=no_such_run"], ["run.json not found"]),
     (["trian"], ["unknown command 'trian'"]),
+    (["benchmark", "--config=attmulroi", "--what=trian"], ["unknown --what ['trian']"]),
 ])
 def test_user_mistakes_give_one_line_and_status_2(tmp_path, args, words):
   assert_usage_error(bmdjax(*args, cwd=tmp_path), *words)

@@ -12,7 +12,7 @@ import pydicom
 import pytest
 from fhir.resources.bundle import Bundle
 
-from bmdjax import clinical, dicom_sr, fhir, lumbar, predict, tscore
+from bmdjax import clinical, dicom_sr, fhir, lumbar, prediction, tscore
 
 VERTS = tscore.VERTEBRAE
 
@@ -46,8 +46,8 @@ def fitted():
 
 
 def _result(t, fitted=None, sex="F"):
-  scores = predict._scores(_bmd_at(t, sex), sex, "given", tscore.load_reference(), fitted,
-                           False)
+  scores = prediction._scores(_bmd_at(t, sex), sex, "given", tscore.load_reference(), fitted,
+                              False)
   return {"study": "x.dcm", "status": "ok", "reason": "", **scores}
 
 
@@ -59,29 +59,29 @@ def _result(t, fitted=None, sex="F"):
 def test_overlay_title_and_category_agree_at_boundaries(t, shown, category, with_fit, fitted):
   result = _result(t, fitted if with_fit else None)
   assert result["lumbar"]["t_score"] == pytest.approx(t)
-  title = predict._title("x.dcm", result)
+  title = prediction._title("x.dcm", result)
   match = re.search(r"\| L1-L4 \d\.\d{3} g/cm2, T ([+-]\d\.\d)[^:]*: (\w+)", title)
   assert match, title
   assert match.group(1) == shown and match.group(2) == category
   assert tscore.who_category(float(match.group(1))) == match.group(2)
   assert result["who_category"] == category
-  table = predict.format_table([{**result, "model": "m", "landmarks": {"source": "given"}}])
+  table = prediction.format_table([{**result, "model": "m", "landmarks": {"source": "given"}}])
   assert f"T-score {shown}): {category}" in table
 
 
 def test_single_vertebra_gives_no_category():
   ref = tscore.load_reference()
-  scores = predict._scores({"L1": _bmd_at(-3.0)["L1"]}, "F", "given", ref, None, False)
+  scores = prediction._scores({"L1": _bmd_at(-3.0)["L1"]}, "F", "given", ref, None, False)
   assert scores["who_category"] is None and scores["lumbar"] is None
   assert any("ISCD" in n for n in scores["notes"])
-  title = predict._title("x.dcm", {"status": "ok", **scores})
+  title = prediction._title("x.dcm", {"status": "ok", **scores})
   assert "osteoporosis" not in title and "no WHO category" in title
 
 
 def test_no_sex_no_category_no_referral(fitted):
-  scores = predict._scores(_bmd_at(-3.0), None, None, tscore.load_reference(), fitted, False)
+  scores = prediction._scores(_bmd_at(-3.0), None, None, tscore.load_reference(), fitted, False)
   assert scores["who_category"] is None and scores["screening"]["refer_dxa"] is None
-  title = predict._title("x.dcm", {"status": "ok", **scores})
+  title = prediction._title("x.dcm", {"status": "ok", **scores})
   assert "referral" not in title.lower() and "REFER" not in title
 
 
@@ -89,7 +89,7 @@ def test_iscd_exclusion_reaches_the_report():
   ref = tscore.load_reference()
   bmd = _bmd_at(-2.0)
   bmd["L4"] = _bmd_at(-0.5)["L4"]  # 1.5 T above L3: excluded
-  scores = predict._scores(bmd, "F", "given", ref, None, False)
+  scores = prediction._scores(bmd, "F", "given", ref, None, False)
   assert scores["lumbar"]["vertebrae"] == "L1-L3"
   assert scores["lumbar"]["t_score"] == pytest.approx(-2.0)
   assert any(r.startswith("L4: excluded") for r in scores["lumbar"]["excluded"])

@@ -15,7 +15,7 @@ from pydicom import uid as uids
 from pydicom.pixels import get_decoder
 import pytest
 
-from bmdjax import predict
+from bmdjax import prediction
 from data_prep import build, dicom_io, landmark_checks
 from tests import faults
 
@@ -214,9 +214,9 @@ def test_predict_reports_every_fault(fault_cohort, tiny_run, monkeypatch):
   def spy(path, *args, **kwargs):  # what the model is shown, per study
     crops[os.path.basename(path)] = result = process(path, *args, **kwargs)
     return result
-  monkeypatch.setattr(predict, "process_study", spy)
+  monkeypatch.setattr(prediction, "process_study", spy)
   paths = [str(out / "dicom" / n) for n in [*good, *expected]]
-  results = predict.predict_studies(str(workdir), paths, str(out / "landmarks.csv"))
+  results = prediction.predict_studies(str(workdir), paths, str(out / "landmarks.csv"))
   by_name = {os.path.basename(r["study"]): r for r in results}
   assert all(by_name[n]["status"] == "ok" for n in good)
   reference = crops["F%03d.dcm" % [f.name for f in faults.FAULTS].index("16-bit")]
@@ -249,11 +249,11 @@ def test_predict_goes_on_after_an_unexpected_error(fault_cohort, tiny_run, monke
     if path.endswith(good[0]):
       raise RuntimeError("simulated failure")
     return process(path, *args, **kwargs)
-  monkeypatch.setattr(predict, "process_study", flaky)
+  monkeypatch.setattr(prediction, "process_study", flaky)
   paths = [str(out / "dicom" / n) for n in good]
-  first, *rest = predict.predict_studies(str(workdir), paths, str(out / "landmarks.csv"))
+  first, *rest = prediction.predict_studies(str(workdir), paths, str(out / "landmarks.csv"))
   assert first["status"] == "error" and "bmd" not in first
   assert first["reason"] == f"{paths[0]}: unexpected RuntimeError: simulated failure"
   assert all(r["status"] == "ok" for r in rest)
-  assert "ERROR" in predict.format_table([first, *rest])
-  assert "pixel spacing: " in predict.format_table(rest)
+  assert "ERROR" in prediction.format_table([first, *rest])
+  assert "pixel spacing: " in prediction.format_table(rest)

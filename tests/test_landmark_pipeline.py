@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bmdjax import detector, inference, input_pipeline, landmark_eval, predict, preparation, tasks
+from bmdjax import (detector, inference, input_pipeline, landmark_eval, prediction, preparation,
+                    tasks)
 from data_prep import build, build_landmarks, dicom_io, rois, synthesize
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -210,16 +211,17 @@ def test_predict_without_landmarks_end_to_end(tiny_run, tiny_detector, fresh_stu
   else:
     assert result["status"] == "ok" and proc.returncode == 0, proc.stderr
   # Kept regardless of flags, its BMD is that of the same points given by hand.
-  (kept,) = predict.predict_studies(str(workdir), [fresh_study], landmark_workdir=str(lm_workdir),
-                                    keep_flagged=True, out_dir=str(tmp_path / "kept"))
+  (kept,) = prediction.predict_studies(str(workdir), [fresh_study],
+                                       landmark_workdir=str(lm_workdir), keep_flagged=True,
+                                       out_dir=str(tmp_path / "kept"))
   assert kept["status"] == "ok" and kept["landmarks"]["flags"] == result["landmarks"]["flags"]
   given = {"fresh.dcm": np.array(kept["landmarks"]["points"])}
-  (by_hand,) = predict.predict_studies(str(workdir), [fresh_study], landmarks=given)
+  (by_hand,) = prediction.predict_studies(str(workdir), [fresh_study], landmarks=given)
   assert kept["bmd"]["L1"] == pytest.approx(by_hand["bmd"]["L1"], abs=1e-3)
-  (lenient,) = predict.predict_studies(str(workdir), [fresh_study],
-                                       landmark_workdir=str(lm_workdir),
-                                       min_landmark_confidence=0.0)
+  (lenient,) = prediction.predict_studies(str(workdir), [fresh_study],
+                                          landmark_workdir=str(lm_workdir),
+                                          min_landmark_confidence=0.0)
   assert not any(f.startswith("low_confidence") for f in lenient["landmarks"]["flags"])
-  text = predict.format_table([kept])
+  text = prediction.format_table([kept])
   assert "landmarks: detected" in text
   assert all(f"LANDMARK FLAG {f}" in text for f in kept["landmarks"]["flags"])

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bmdjax import inference, input_pipeline, predict, tscore
+from bmdjax import inference, input_pipeline, prediction, predictor, tscore
 from bmdjax import runs
 from data_prep import synthesize
 
@@ -58,8 +58,8 @@ def studies(cohort_dir, evaluated, tmp_path_factory):
 def screened(tiny_run, studies):
   _, workdir, _ = tiny_run
   good, bad, landmarks, tmp = studies
-  return predict.predict_studies(str(workdir), good + list(bad.values()),
-                                 landmarks=landmarks, out_dir=str(tmp / "out"))
+  return prediction.predict_studies(str(workdir), good + list(bad.values()),
+                                    landmarks=landmarks, out_dir=str(tmp / "out"))
 
 
 def test_predictions_match_evaluation(screened, studies, evaluated, cohort_dir):
@@ -93,28 +93,28 @@ def test_unusable_studies_are_refused_with_reasons(screened, studies):
     result = by_path[bad[name]]
     assert result["status"] == "refused" and "bmd" not in result
     assert bad[name] in result["reason"] and why in result["reason"], result["reason"]
-  text = predict.format_table(screened)
+  text = prediction.format_table(screened)
   assert "REFUSED" in text and "ISCD" in text
 
 
 def test_missing_landmarks_say_what_is_needed(tiny_run, studies):
   _, workdir, _ = tiny_run
   good, _, _, _ = studies
-  (result,) = predict.predict_studies(str(workdir), good[:1], sex="F")
+  (result,) = prediction.predict_studies(str(workdir), good[:1], sex="F")
   assert result["status"] == "refused"
-  assert good[0] in result["reason"] and predict.LANDMARKS_NEEDED in result["reason"]
+  assert good[0] in result["reason"] and prediction.LANDMARKS_NEEDED in result["reason"]
 
 
 def test_crop_size_is_never_guessed(tiny_run, tmp_path):
   config, _, _ = tiny_run
-  assert predict.crop_size({}, config) == 32
+  assert predictor.crop_size({}, config) == 32
   with pytest.raises(ValueError, match="trained on 32x32"):
-    predict.crop_size({}, config, size=64)
+    predictor.crop_size({}, config, size=64)
   gone = config.copy_and_resolve_references()
   gone.data.dir = str(tmp_path / "deleted")
   with pytest.raises(ValueError, match="--size"):
-    predict.crop_size({}, gone)
-  assert predict.crop_size({}, gone, size=48) == 48
+    predictor.crop_size({}, gone)
+  assert predictor.crop_size({}, gone, size=48) == 48
 
 
 def test_cli_json(tiny_run, studies, screened, tmp_path):
@@ -138,7 +138,7 @@ def test_same_vertebra_from_two_runs_is_refused(tiny_run, studies):
   _, workdir, _ = tiny_run
   good, _, landmarks, _ = studies
   with pytest.raises(ValueError, match="L1 is predicted by both"):
-    predict.predict_studies([str(workdir), str(workdir)], good[:1], landmarks=landmarks)
+    prediction.predict_studies([str(workdir), str(workdir)], good[:1], landmarks=landmarks)
 
 
 def test_evaluated_run_gives_intervals_referral_sr_and_fhir(tiny_run, studies, tmp_path):
@@ -150,9 +150,9 @@ def test_evaluated_run_gives_intervals_referral_sr_and_fhir(tiny_run, studies, t
   evaluate.evaluate(config, str(workdir), split="test", out_dir=str(tmp_path / "report"),
                     bootstrap=0)
   good, _, landmarks, _ = studies
-  (result,) = predict.predict_studies(str(workdir), good[:1], landmarks=landmarks,
-                                      out_dir=str(tmp_path / "out"), sr=True, fhir_json=True,
-                                      level=0.5)
+  (result,) = prediction.predict_studies(str(workdir), good[:1], landmarks=landmarks,
+                                         out_dir=str(tmp_path / "out"), sr=True,
+                                         fhir_json=True, level=0.5)
   assert result["status"] == "ok", result
   fitted = clinical.fit_runs([str(workdir)], level=0.5)
   q = fitted["raw"]["L1"]["q_bmd"]
@@ -169,5 +169,5 @@ def test_evaluated_run_gives_intervals_referral_sr_and_fhir(tiny_run, studies, t
   assert values[("L1 vertebra", "38263-6")]["value"] == pytest.approx(result["bmd"]["L1"])
   with open(result["fhir"]) as f:
     Bundle.model_validate(json.load(f))
-  text = predict.format_table([result])
+  text = prediction.format_table([result])
   assert "50% interval" in text and "screening:" in text

@@ -15,7 +15,7 @@ import re
 import pydicom
 import pytest
 
-from bmdjax import dicom_sr, evaluate, predict
+from bmdjax import dicom_sr, evaluate, prediction
 
 # Free-text and identifying elements of a radiograph header.
 PHI_FIELDS = ("PatientName", "PatientID", "OtherPatientIDs", "PatientBirthDate",
@@ -118,13 +118,13 @@ def outputs(prepared_dir, tiny_run, cohort_dir, tmp_path_factory):
   evaluate.evaluate(config, str(workdir), split="test", out_dir=str(out / "report"),
                     bootstrap=10)
   studies = sorted(os.listdir(cohort_dir / "dicom"))[:2]
-  results = predict.predict_studies(
+  results = prediction.predict_studies(
       str(workdir), [str(cohort_dir / "dicom" / s) for s in studies],
       landmarks=str(cohort_dir / "landmarks.csv"), out_dir=str(out / "predict"),
       sr=True, fhir_json=True)
   assert all(r["status"] == "ok" for r in results), results
   (out / "predict" / "results.json").write_text(json.dumps(results))
-  (out / "predict" / "table.txt").write_text(predict.format_table(results))
+  (out / "predict" / "table.txt").write_text(prediction.format_table(results))
   return {"prep": prepared_dir, "train": workdir, "report": out / "report",
           "predict": out / "predict"}
 

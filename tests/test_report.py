@@ -246,7 +246,7 @@ def test_cli(tmp_path):
   out = tmp_path / 'rep'
   env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND='Agg')
   proc = subprocess.run(
-      [sys.executable, '-m', 'bmdjax.metrics', f'--predictions={path}',
+      [sys.executable, '-m', 'bmdjax.write_report', f'--predictions={path}',
        f'--out={out}', f'--reference={ref}', '--bootstrap=20',
        '--age_bands=40,60,90'], capture_output=True, text=True, env=env,
       cwd=ROOT, timeout=120)
@@ -256,7 +256,7 @@ def test_cli(tmp_path):
   assert data['meta']['reference']['source'] == 'custom table'
   assert sorted(data['strata']) == ['F40-60', 'F60-90', 'M40-60', 'M60-90']
   assert data['meta']['vertebrae'] == ['L3']
-  helped = subprocess.run([sys.executable, '-m', 'bmdjax.metrics', '--help'],
+  helped = subprocess.run([sys.executable, '-m', 'bmdjax.write_report', '--help'],
                           capture_output=True, text=True, env=env, cwd=ROOT,
                           timeout=60)
   assert '--predictions' in helped.stdout and '--bootstrap' in helped.stdout
