@@ -1,6 +1,7 @@
 """The dependency rule configs -> bmdjax -> data_prep -> (numpy, pydicom, ...),
 checked on the import graph of the source (every import, also inside functions),
-and the light imports screening relies on."""
+the light imports screening relies on, and command modules that hold flags and
+`main` only."""
 
 import ast
 import os
@@ -85,3 +86,55 @@ def test_screening_does_not_import_tfds():
                        text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-2000:]
   assert out.stdout.strip() == "[]"
+
+
+# Command modules already split into flags + main and a library module.
+THIN = ["bmdjax.train", "bmdjax.evaluate", "bmdjax.landmark_eval", "bmdjax.summary"]
+# Their libraries: no flags, so a library caller is never tied to a command line.
+THIN_LIBRARIES = ["bmdjax.training", "bmdjax.evaluation", "bmdjax.landmark_evaluation",
+                  "bmdjax.param_counts"]
+
+
+def _source(module: str) -> ast.Module:
+  path = os.path.join(ROOT, *module.split(".")) + ".py"
+  return ast.parse(open(path, encoding="utf-8").read(), path)
+
+
+def _not_flags_and_main(tree: ast.Module) -> list[str]:
+  """Top-level statements other than the docstring, imports, `FLAGS =
+  flags.FLAGS`, define_flags(), main(argv) and the __main__ block."""
+  bad = []
+  for i, node in enumerate(tree.body):
+    if i == 0 and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+      continue  # the docstring: --help's usage text
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+      continue
+    if isinstance(node, ast.FunctionDef) and node.name in ("define_flags", "main"):
+      continue
+    if ast.unparse(node) in ("FLAGS = flags.FLAGS",
+                             "if __name__ == '__main__':\n    cli.run(main, define_flags, "
+                             "doc=__doc__)"):
+      continue
+    bad.append(f"line {node.lineno}: {ast.unparse(node).splitlines()[0]}")
+  return bad
+
+
+def test_command_modules_hold_flags_and_main_only():
+  from bmdjax import commands  # pylint: disable=import-outside-toplevel
+  modules = {module for module, _ in commands.COMMANDS.values()}
+  assert set(THIN) <= modules
+  bad = {m: _not_flags_and_main(_source(m)) for m in THIN}
+  assert not any(bad.values()), bad
+  assert _not_flags_and_main(ast.parse("def helper():\n  pass\nX = 1\n")) == [
+      "line 1: def helper():", "line 3: X = 1"]
+
+
+def test_command_libraries_take_no_flags():
+  graph = import_graph()
+  for module in THIN_LIBRARIES:
+    tree = _source(module)
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {f"{n.module}.{a.name}" for n in ast.walk(tree)
+                 if isinstance(n, ast.ImportFrom) and n.module for a in n.names}
+    assert not imported & {"absl.flags", "ml_collections.config_flags"}, module
+    assert not graph[module] & set(THIN), f"{module} imports a command module"
