@@ -43,7 +43,7 @@ from absl import app, flags
 import jax
 from ml_collections import config_flags
 
-from bmdjax import benchmarking, cli, distributed
+from bmdjax import benchmarking, cli
 
 FLAGS = flags.FLAGS
 
@@ -80,12 +80,13 @@ def define_flags():
                        "(default 8192 on accelerators, 1024 on CPU).")
   flags.DEFINE_string("json", None, "Write the results here as JSON.")
   flags.DEFINE_bool("markdown", False, "Also print the results as a BENCHMARKS.md table.")
+  cli.define_distributed_flags()
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  distributed.initialize()
+  cli.initialize_distributed()
   if FLAGS.config is None:
     raise app.UsageError("--config is required, e.g. --config=attmulroi")
   unknown = sorted(set(FLAGS.what) - set(benchmarking.PARTS))

@@ -20,7 +20,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import ml_collections
 import numpy as np
 
-from bmdjax import config_lib, distributed, inference, input_pipeline, tasks, train
+from bmdjax import config_lib, distributed, inference, input_pipeline, tasks, training
 
 PARTS = ("train", "input", "prep", "predict", "precision")
 
@@ -148,10 +148,10 @@ def bench_train(config, *, size: int, steps: int, warmup: int, scaler,
   input_pipeline.check_batch(config.batch_size, mesh)
   replicated, data_sharding = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
   graphdef, params, rest = inference.init_model_state(config)
-  tx, _ = train.make_optimizer(config.optim, NOMINAL_STEPS_PER_EPOCH * config.num_epochs,
-                               NOMINAL_STEPS_PER_EPOCH)
+  tx, _ = training.make_optimizer(config.optim, NOMINAL_STEPS_PER_EPOCH * config.num_epochs,
+                                  NOMINAL_STEPS_PER_EPOCH)
   loss_fn = tasks.bmd_loss_fn(graphdef, config, scaler)
-  step_fn = train.jit_train_step(train.make_train_step(loss_fn, tx, config.seed), mesh)
+  step_fn = training.jit_train_step(training.make_train_step(loss_fn, tx, config.seed), mesh)
   state = jax.device_put({"params": params, "rest": rest, "opt": tx.init(params),
                           "step": jnp.zeros((), jnp.int32)}, replicated)
   batch = synthetic_batch(config, size, scaler, data_sharding)

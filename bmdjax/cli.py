@@ -76,6 +76,27 @@ def define_detector_flags():
                      "checks.min_confidence).")
 
 
+def define_distributed_flags():
+  """A multi-process run's settings outside SLURM/MPI (bmdjax.distributed),
+  shared by `train` and `evaluate`."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  flags.DEFINE_string("coordinator_address", None,
+                      "host:port of process 0, for multi-process runs outside SLURM/MPI "
+                      "(env BMDJAX_COORDINATOR).")
+  flags.DEFINE_integer("num_processes", None,
+                       "Number of processes (env BMDJAX_NUM_PROCESSES).")
+  flags.DEFINE_integer("process_id", None,
+                       "This process's index, 0..num_processes-1 (env BMDJAX_PROCESS_ID).")
+
+
+def initialize_distributed():
+  """bmdjax.distributed.initialize with the flags of define_distributed_flags."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from bmdjax import distributed  # pylint: disable=import-outside-toplevel
+  f = flags.FLAGS
+  distributed.initialize(f.coordinator_address, f.num_processes, f.process_id)
+
+
 def define_screening_flags():
   """The screening layer's flags (intervals, referral threshold, recalibration),
   shared by `evaluate` and `predict`; all are fitted on the validation split."""

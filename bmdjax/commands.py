@@ -33,7 +33,7 @@ COMMANDS = {
     "landmark-eval": ("bmdjax.landmark_eval", "a landmark detector's errors in mm"),
     "annotate": ("bmdjax.annotate", "place and review landmarks in the browser; COCO "
                  "keypoints in and out"),
-    "convert-weights": ("bmdjax.pretrained", "torchvision weights -> .npz backbone init"),
+    "convert-weights": ("bmdjax.convert_weights", "torchvision weights -> .npz backbone init"),
 }
 
 
@@ -56,10 +56,6 @@ def main(argv=None) -> None:
                    "(bmdjax --help)")
   module = importlib.import_module(COMMANDS[name][0])
   prog = f"bmdjax {name}"
-  if name == "convert-weights":  # argparse: --help exits 0, usage errors 2
-    sys.argv[0] = prog
-    module.main(argv[2:])
-    return
   define = module.define_flags
   doc = module.__doc__ or ""
   for other, (mod, _) in COMMANDS.items():  # the examples as this command spells them

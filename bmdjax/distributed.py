@@ -4,8 +4,9 @@
   distributed.initialize()        # before any other JAX call
 
 What it does, in order:
-1. explicit settings win: `--coordinator_address/--num_processes/--process_id`
-   (flags defined by `define_flags()`), else the environment variables
+1. explicit settings win: the arguments (the commands pass their
+   `--coordinator_address/--num_processes/--process_id`, bmdjax/cli.py), else the
+   environment variables
    `BMDJAX_COORDINATOR` (host:port of process 0), `BMDJAX_NUM_PROCESSES`,
    `BMDJAX_PROCESS_ID` (and optionally `BMDJAX_LOCAL_DEVICE_IDS`, e.g. "0,1");
 2. else, under SLURM (srun) or Open MPI (mpirun) with more than one task,
@@ -22,33 +23,14 @@ from __future__ import annotations
 
 import os
 
-from absl import flags, logging
+from absl import logging
 import jax
 import numpy as np
-
-FLAGS = flags.FLAGS
 
 _ENV = {"coordinator_address": "BMDJAX_COORDINATOR",
         "num_processes": "BMDJAX_NUM_PROCESSES",
         "process_id": "BMDJAX_PROCESS_ID",
         "local_device_ids": "BMDJAX_LOCAL_DEVICE_IDS"}
-
-
-def define_flags() -> None:
-  """The --coordinator_address/--num_processes/--process_id flags (idempotent)."""
-  if "coordinator_address" in FLAGS:
-    return
-  flags.DEFINE_string("coordinator_address", None,
-                      "host:port of process 0, for multi-process runs outside SLURM/MPI "
-                      "(env BMDJAX_COORDINATOR).")
-  flags.DEFINE_integer("num_processes", None,
-                       "Number of processes (env BMDJAX_NUM_PROCESSES).")
-  flags.DEFINE_integer("process_id", None,
-                       "This process's index, 0..num_processes-1 (env BMDJAX_PROCESS_ID).")
-
-
-def _flag(name):
-  return FLAGS[name].value if name in FLAGS and FLAGS.is_parsed() else None
 
 
 def _cluster_tasks() -> int | None:
@@ -70,10 +52,9 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   if jax.distributed.is_initialized():
     return True
   env = lambda name: os.environ.get(_ENV[name]) or None
-  address = coordinator_address or _flag("coordinator_address") or env("coordinator_address")
-  count = num_processes or _flag("num_processes") or env("num_processes")
-  index = process_id if process_id is not None else _flag("process_id")
-  index = index if index is not None else env("process_id")
+  address = coordinator_address or env("coordinator_address")
+  count = num_processes or env("num_processes")
+  index = process_id if process_id is not None else env("process_id")
   if local_device_ids is None and env("local_device_ids"):
     local_device_ids = [int(i) for i in env("local_device_ids").split(",")]
   if address or count or index is not None:

@@ -8,10 +8,9 @@ BatchStat variables. Keys the backbone does not use (`classifier.*`, `fc.*`,
 extra package) or .pth/.pt (needs PyTorch).
 
 Convert a PyTorch file once, where torch is installed:
-  python -m bmdjax.pretrained --convert vgg16-397923af.pth vgg16.npz
+  bmdjax convert-weights --out=vgg16.npz vgg16-397923af.pth
 """
 
-import argparse
 import json
 import os
 
@@ -52,7 +51,7 @@ def _read_torch(path):
   except ImportError as e:
     raise ImportError(
         f"reading {path} needs PyTorch (`pip install torch`); or convert it where "
-        "torch is installed: python -m bmdjax.pretrained --convert in.pth out.npz"
+        "torch is installed: bmdjax convert-weights --out=out.npz in.pth"
     ) from e
   state = torch.load(path, map_location="cpu", weights_only=True)
   if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
@@ -144,18 +143,8 @@ def load_backbone(model, path, *, prefix: str = "") -> list[str]:
   return used
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(prog="python -m bmdjax.pretrained",
-                                   description=__doc__.split("\n")[0])
-  parser.add_argument("--convert", nargs=2, metavar=("IN", "OUT_NPZ"),
-                      required=True,
-                      help="rewrite a .pth/.pt/.safetensors/.npz state dict as .npz")
-  args = parser.parse_args(argv)
-  src, dst = args.convert
+def convert(src, dst) -> int:
+  """Rewrites the state dict in `src` as an .npz at `dst`; returns the tensor count."""
   state = read_state_dict(src)
   np.savez(dst, **state)
-  print(f"wrote {len(state)} tensors to {dst}")
-
-
-if __name__ == "__main__":
-  main()
+  return len(state)

@@ -14,15 +14,9 @@ are not parameters and are not counted (as in PyTorch).
 import json
 
 from absl import app, flags
-from flax import nnx
 from ml_collections import config_flags
 
-from bmdjax import cli, config_lib, models
-
-COMPONENTS = ("backbone", "projection", "transformer", "local_regressors",
-              "global_regressor")
-# The landmark detector (configs/landmarks.py): U-Net, heatmap head, graph step.
-DETECTOR_COMPONENTS = ("stem", "stem_bn", "down", "up", "head", "refiner")
+from bmdjax import cli, config_lib, param_counts
 
 FLAGS = flags.FLAGS
 
@@ -37,65 +31,21 @@ def define_flags():
                     "(default config otherwise).")
 
 
-def component_counts(model_config) -> dict[str, int]:
-  """Parameters per component present in the model, and "total"."""
-  config = model_config.copy_and_resolve_references()
-  with config.unlocked():
-    config.backbone_init = ""  # counting needs no weights
-  model = nnx.eval_shape(lambda: models.build(config, rngs=nnx.Rngs(0)))
-  counts = {name: models.count_params(getattr(model, name))
-            for name in COMPONENTS + DETECTOR_COMPONENTS
-            if getattr(model, name, None) is not None}
-  counts["total"] = models.count_params(model)
-  return counts
-
-
-def format_table(counts: dict[str, int]) -> str:
-  total = counts["total"]
-  lines = [f"{'component':<18}{'parameters':>14}{'share':>8}"]
-  lines += [f"{name:<18}{n:>14,}{n / total:>8.1%}" for name, n in counts.items()]
-  return "\n".join(lines)
-
-
-def all_variants_table() -> str:
-  """Markdown table of every BMD model with every backbone."""
-  titles = ["backbone params"] + [c.replace("_", " ") for c in COMPONENTS[1:]]
-  head = ("| model | backbone | " + " | ".join(titles) + " | total |\n|" +
-          "---|" * (len(COMPONENTS) + 3))
-  rows = [head]
-  for name in (n for n in models.MODELS if n != "landmarks"):
-    for backbone in models.BACKBONES:
-      counts = component_counts(
-          config_lib.finalize(config_lib.load(f"{name}:backbone={backbone}")).model)
-      cells = [f"{counts[c]:,}" if c in counts else "-" for c in COMPONENTS]
-      rows.append(f"| {name} | {backbone} | " + " | ".join(cells) +
-                  f" | {counts['total']:,} |")
-  return "\n".join(rows)
-
-
 def main(argv):
   del argv
   if FLAGS.all:
-    print(all_variants_table())
+    print(param_counts.all_variants_table())
     return
   if FLAGS.config is None:
     raise app.UsageError("give --config=configs/<model>.py[:args] or --all")
-  try:
-    config_lib.finalize(FLAGS.config)
-  except config_lib.ConfigError as e:
-    cli.exit_usage(e)
-  counts = component_counts(FLAGS.config.model)
+  # A config error ends as a usage error (cli.run).
+  config_lib.finalize(FLAGS.config)
+  counts = param_counts.component_counts(FLAGS.config.model)
   if FLAGS.json:
     print(json.dumps(counts, indent=2))
   else:
-    m = FLAGS.config.model
-    if m.name == "landmarks":
-      print(f"landmarks (width {m.width}, {m.levels} levels, graph "
-            f"{m.graph_layers} x {m.graph_dim})")
-    else:
-      print(f"{m.name} (backbone {m.backbone}, width {m.width}, "
-            f"{m.num_inputs} inputs, {m.num_outputs} outputs)")
-    print(format_table(counts))
+    print(param_counts.describe(FLAGS.config.model))
+    print(param_counts.format_table(counts))
 
 
 if __name__ == "__main__":

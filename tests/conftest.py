@@ -40,11 +40,11 @@ def prepared_dir(cohort_dir, tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_run(prepared_dir, tmp_path_factory):
   """A 2-epoch tiny AttMulRoi run: (config, workdir, train_and_evaluate output)."""
-  from bmdjax import train
+  from bmdjax import training
   from tests import helpers
   config = helpers.tiny_config(prepared_dir, num_epochs=2)
   workdir = tmp_path_factory.mktemp("tiny_run")
-  return config, workdir, train.train_and_evaluate(config, str(workdir))
+  return config, workdir, training.train_and_evaluate(config, str(workdir))
 
 
 @pytest.fixture(scope="session")
@@ -71,8 +71,8 @@ def landmark_prepared(cohort_dir, tmp_path_factory):
 def tiny_detector(landmark_prepared, tmp_path_factory):
   """A tiny landmark detector trained 4 epochs through the shared train loop:
   (config, workdir, train_and_evaluate output)."""
-  from bmdjax import train
+  from bmdjax import training
   from tests import helpers
   config = helpers.tiny_landmark_config(landmark_prepared)
   workdir = tmp_path_factory.mktemp("tiny_detector")
-  return config, workdir, train.train_and_evaluate(config, str(workdir))
+  return config, workdir, training.train_and_evaluate(config, str(workdir))

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from bmdjax import detector, inference, train, warm_start
+from bmdjax import detector, inference, training, warm_start
 from bmdjax import runs
 from bmdjax.annotation import sources
 
@@ -25,7 +25,7 @@ def test_init_from_starts_training_from_the_other_runs_best_params(tiny_detector
   tuned.init_from = str(workdir)
   tuned.seed = 1  # another random init, which init_from must replace
   _, other_init, _ = inference.init_model_state(tuned)
-  train.train_and_evaluate(tuned, str(tmp_path / "ft"), stop_after_steps=1)
+  training.train_and_evaluate(tuned, str(tmp_path / "ft"), stop_after_steps=1)
   after, _, step = runs.restore_params(str(tmp_path / "ft"), fresh, rest, "latest")
   assert step == 1
   lr = config.optim.lr

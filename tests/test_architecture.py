@@ -1,6 +1,7 @@
 """The dependency rule configs -> bmdjax -> data_prep -> (numpy, pydicom, ...),
 checked on the import graph of the source (every import, also inside functions),
-and the light imports screening relies on."""
+the light imports screening relies on, and command modules that hold flags and
+`main` only."""
 
 import ast
 import os
@@ -104,47 +105,58 @@ def test_data_prep_is_a_library_without_command_line():
   assert not bad, bad
 
 
-# Command modules already split into flags + main; the library modules holding
-# what they moved out take no flags. (Extend as the other commands are split.)
-THIN_COMMANDS = ("bmdjax.predict", "bmdjax.benchmark", "bmdjax.write_report",
-                 "bmdjax.annotate")
-FLAGLESS = ("bmdjax.prediction", "bmdjax.predictor", "bmdjax.benchmarking", "bmdjax.report",
-            "bmdjax.metrics")
+def _command_modules() -> list[str]:
+  from bmdjax import commands  # pylint: disable=import-outside-toplevel
+  return sorted({module for module, _ in commands.COMMANDS.values()})
 
 
-def _tree(module):
+def _source(module: str) -> ast.Module:
   path = os.path.join(ROOT, *module.split(".")) + ".py"
   return ast.parse(open(path, encoding="utf-8").read(), path)
 
 
-def _allowed_in_a_command(node) -> bool:
-  if isinstance(node, (ast.Import, ast.ImportFrom)):
-    return True
-  if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
-    return True  # the docstring: the usage text of --help
-  if isinstance(node, ast.FunctionDef):
-    return node.name in ("define_flags", "main")
-  if isinstance(node, ast.Assign):
-    return ast.unparse(node) == "FLAGS = flags.FLAGS"
-  if isinstance(node, ast.If):
-    return ast.unparse(node.test) in ("__name__ == '__main__'", '__name__ == "__main__"')
-  return False
+def _not_flags_and_main(tree: ast.Module) -> list[str]:
+  """Top-level statements other than the docstring, imports, `FLAGS =
+  flags.FLAGS`, define_flags(), main(argv) and the __main__ block."""
+  bad = []
+  for i, node in enumerate(tree.body):
+    if i == 0 and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+      continue  # the docstring: --help's usage text
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+      continue
+    if isinstance(node, ast.FunctionDef) and node.name in ("define_flags", "main"):
+      continue
+    if ast.unparse(node) in ("FLAGS = flags.FLAGS",
+                             "if __name__ == '__main__':\n    cli.run(main, define_flags, "
+                             "doc=__doc__)"):
+      continue
+    bad.append(f"line {node.lineno}: {ast.unparse(node).splitlines()[0]}")
+  return bad
 
 
 def test_command_modules_hold_flags_and_main_only():
-  extra = [f"{m}: {ast.unparse(n).splitlines()[0]}" for m in THIN_COMMANDS
-           for n in _tree(m).body if not _allowed_in_a_command(n)]
-  assert not extra, extra
+  modules = _command_modules()
+  assert "bmdjax.train" in modules and "bmdjax.synthesize" in modules
+  bad = {m: _not_flags_and_main(_source(m)) for m in modules}
+  assert not any(bad.values()), bad
+  assert _not_flags_and_main(ast.parse("def helper():\n  pass\nX = 1\n")) == [
+      "line 1: def helper():", "line 3: X = 1"]
 
 
-def test_library_modules_take_no_flags():
+def test_libraries_take_no_flags():
+  """Every module that is not a command (nor bmdjax.cli, the commands' shared
+  flag groups) takes arguments: a library caller is never tied to a command line."""
+  commands = set(_command_modules()) | {"bmdjax.cli", "bmdjax.commands"}
   graph = import_graph()
   bad = []
-  for m in FLAGLESS:
-    for node in ast.walk(_tree(m)):
-      if isinstance(node, ast.ImportFrom) and node.module == "absl":
-        bad += [f"{m} imports absl.{a.name}" for a in node.names if a.name in ("app", "flags")]
-      elif isinstance(node, ast.Import):
-        bad += [f"{m} imports {a.name}" for a in node.names if a.name.startswith("absl.flags")]
-    bad += [f"{m} imports {d}" for d in graph[m] if d in THIN_COMMANDS or d == "bmdjax.cli"]
+  for module, path in _modules():
+    if module in commands or not module.startswith(("bmdjax", "data_prep")):
+      continue
+    tree = ast.parse(open(path, encoding="utf-8").read(), path)
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {f"{n.module}.{a.name}" for n in ast.walk(tree)
+                 if isinstance(n, ast.ImportFrom) and n.module for a in n.names}
+    bad += [f"{module} imports {x}" for x in
+            imported & {"absl.flags", "absl.app", "ml_collections.config_flags"}]
+    bad += [f"{module} imports the command {d}" for d in graph[module] & commands]
   assert not bad, bad

@@ -6,13 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bmdjax import evaluate
+from bmdjax import evaluation
 from configs.common import VERTEBRAE
 
 
 def test_evaluate_writes_the_report(tiny_run):
   config, workdir, _ = tiny_run
-  metrics = evaluate.evaluate(config, str(workdir), split="test", bootstrap=20)
+  metrics = evaluation.evaluate(config, str(workdir), split="test", bootstrap=20)
   report = workdir / "report"
   predictions = pd.read_csv(report / "predictions.csv")
   expected = (["patient_id", "image", "sex", "age"] + [f"true_{v}" for v in VERTEBRAE]
@@ -55,6 +55,6 @@ def test_age_sex_baseline_recovers_a_known_linear_rule():
   train = pd.DataFrame({"sex": sex, "age": age, **{v: bmd for v in VERTEBRAE}})
   target = pd.DataFrame({"patient_id": "p", "image": "i", "sex": sex, "age": age,
                          **{f"true_{v}": bmd for v in VERTEBRAE}, "pred_L2": 0.0})
-  out = evaluate.age_sex_baseline(train, target)
+  out = evaluation.age_sex_baseline(train, target)
   np.testing.assert_allclose(out["pred_L2"], bmd, atol=1e-9)
   assert "pred_L1" not in out

@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 from sklearn import metrics as skm
 
-from bmdjax import evaluate, report, tscore
+from bmdjax import evaluation, report, tscore
 from configs.common import VERTEBRAE
 
 REF_CSV = "sex,vertebra,mean,sd\n" + "".join(
@@ -68,7 +68,7 @@ def test_report_values_of_a_known_case_by_hand(tmp_path):
 def test_evaluate_metrics_match_a_recomputation_from_its_predictions(tiny_run, cohort_dir):
   config, workdir, _ = tiny_run
   out = workdir / "report_values"
-  evaluate.evaluate(config, str(workdir), split="test", bootstrap=0, out_dir=str(out))
+  evaluation.evaluate(config, str(workdir), split="test", bootstrap=0, out_dir=str(out))
   preds = pd.read_csv(out / "predictions.csv", dtype={"patient_id": str})
   labels = pd.read_csv(cohort_dir / "labels.csv", dtype={"patient_id": str}).set_index("image")
   # Truth is the labels.csv row of the same image (no shuffled rows).
@@ -97,7 +97,7 @@ def test_evaluate_metrics_match_a_recomputation_from_its_predictions(tiny_run, c
   base = pd.read_csv(out / "predictions_age_sex.csv")
   manifest = pd.read_csv(config.data.dir + "/manifest.csv")
   train = manifest[(manifest.status == "ok") & (manifest.split == "train")]
-  np.testing.assert_allclose(base.pred_L1, evaluate.age_sex_baseline(train, preds).pred_L1,
+  np.testing.assert_allclose(base.pred_L1, evaluation.age_sex_baseline(train, preds).pred_L1,
                              atol=2e-5)
   metrics = json.loads((out / "metrics.json").read_text())
   bt, bp = base.true_L1[ok].to_numpy(), base.pred_L1[ok].to_numpy()

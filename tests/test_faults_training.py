@@ -14,7 +14,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from bmdjax import inference, train
+from bmdjax import inference, training
 from tests import helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -70,7 +70,7 @@ def _wait_for_save_in_progress(proc, workdir, after: int, timeout=240.0) -> int:
 
 
 def _assert_same_as_uninterrupted(config, workdir, full):
-  resumed = train.train_and_evaluate(config, str(workdir))
+  resumed = training.train_and_evaluate(config, str(workdir))
   assert resumed["step"] == full["step"]
   np.testing.assert_array_equal(_flat(resumed["state"]["params"]),
                                 _flat(full["state"]["params"]))
@@ -121,7 +121,7 @@ def _corrupt(step_dir):
 def test_corrupt_latest_checkpoint_falls_back_to_previous(tiny_run, tmp_path, caplog):
   config, _, full = tiny_run
   work = tmp_path / "run"
-  part = train.train_and_evaluate(config, str(work), stop_after_steps=7)
+  part = training.train_and_evaluate(config, str(work), stop_after_steps=7)
   ckpt = work / "checkpoints"
   assert sorted(int(n) for n in os.listdir(ckpt) if n.isdigit()) == [3, 6, 7]
   _corrupt(ckpt / "7")
@@ -136,11 +136,11 @@ def test_corrupt_latest_checkpoint_falls_back_to_previous(tiny_run, tmp_path, ca
 def test_no_restorable_checkpoint_is_an_error_not_a_fresh_start(tiny_run, tmp_path):
   config, _, _ = tiny_run
   work = tmp_path / "run"
-  train.train_and_evaluate(config, str(work), stop_after_steps=3)
+  training.train_and_evaluate(config, str(work), stop_after_steps=3)
   _corrupt(work / "checkpoints" / "3")
   with pytest.raises(RuntimeError, match=r"no checkpoint in .* could be restored.*remove "
                      "the folder to start the run over"):
-    train.train_and_evaluate(config, str(work))
+    training.train_and_evaluate(config, str(work))
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(prepared_dir, tmp_path):
@@ -151,7 +151,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(prepared_dir, tmp_pat
   work = tmp_path / "run"
   with pytest.raises(FloatingPointError, match=r"NaN or infinite between steps \d+ and "
                      r"(\d+).*last good checkpoint \(step \d+\) is kept") as err:
-    train.train_and_evaluate(config, str(work))
+    training.train_and_evaluate(config, str(work))
   bad_step = int(str(err.value).split(" and ")[1].split(";")[0])
   good = ocp.CheckpointManager(os.path.join(work, "checkpoints"))
   steps = good.all_steps()

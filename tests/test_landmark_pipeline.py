@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bmdjax import (detector, inference, input_pipeline, landmark_eval, prediction, preparation,
-                    tasks)
+from bmdjax import (detector, inference, input_pipeline, landmark_evaluation, prediction,
+                    preparation, tasks)
 from data_prep import build, build_landmarks, dicom_io, rois, synthesize
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -100,9 +100,9 @@ def test_a_bmd_run_or_nothing_is_not_a_detector(tiny_run, tmp_path):
 def test_landmark_eval_writes_its_report(tiny_detector, cohort_dir, tmp_path):
   _, workdir, _ = tiny_detector
   images = sorted(build.load_landmarks(str(cohort_dir / "landmarks.csv")))[:6]
-  m = landmark_eval.evaluate(str(workdir), str(cohort_dir / "dicom"),
-                             str(cohort_dir / "landmarks.csv"), str(tmp_path), images,
-                             worst=2, progress=False)
+  m = landmark_evaluation.evaluate(str(workdir), str(cohort_dir / "dicom"),
+                                   str(cohort_dir / "landmarks.csv"), str(tmp_path), images,
+                                   worst=2, progress=False)
   det = pd.read_csv(tmp_path / "detections.csv")
   assert list(det.image) == images and m["studies"] == 6
   truth = build.load_landmarks(str(cohort_dir / "landmarks.csv"))

@@ -247,17 +247,26 @@ def test_tta_disagreement_lowers_the_confidence():
 
 
 def test_vendor_reprocessing_keeps_the_film_readable_and_changes_it():
-  from bmdjax import landmark_eval
+  from bmdjax import landmark_evaluation
   from data_prep import dicom_io
   yy, xx = np.mgrid[0:80, 0:60]
   image = (0.5 + 0.3 * np.sin(xx / 5.0) * np.cos(yy / 7.0)).astype(np.float32)
   film = dicom_io.Radiograph(image, 1.0, "MONOCHROME2", "CR", 12)
-  out = landmark_eval.reprocess_like_vendor(film)
+  out = landmark_evaluation.reprocess_like_vendor(film)
   assert out.image.shape == image.shape and out.image.dtype == np.float32
   assert out.image.min() >= 0 and out.image.max() <= 1
   assert np.abs(out.image - image).mean() > 0.05
   assert out.pixel_spacing == 1.0 and out.photometric == "MONOCHROME2"
   assert np.corrcoef(out.image.ravel(), image.ravel())[0, 1] > 0.5
+
+
+def test_split_images_of_a_manifest(tmp_path):
+  from bmdjax import landmark_evaluation
+  manifest = tmp_path / "manifest.csv"
+  manifest.write_text("image,split,status\na.dcm,train,ok\nb.dcm,test,ok\nc.dcm,test,ok\n")
+  assert landmark_evaluation.split_images(str(manifest), "test") == ["b.dcm", "c.dcm"]
+  with pytest.raises(ValueError, match=r"manifest.csv lists no image of split 'validation'"):
+    landmark_evaluation.split_images(str(manifest), "validation")
 
 
 # ----------------------------------------------------------------- metrics

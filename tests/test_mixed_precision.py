@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bmdjax import inference, models, tasks, train
+from bmdjax import inference, models, tasks, training
 from configs import common
 
 
@@ -62,10 +62,10 @@ def test_bf16_compute_keeps_float32_state_and_loss():
   assert loss.dtype == jnp.float32
   assert {str(m.dtype) for m in metrics.values()} == {"float32"}
   assert _float_dtypes(grads) == {"float32"}
-  tx, _ = train.make_optimizer(config.optim, 10, 5)
+  tx, _ = training.make_optimizer(config.optim, 10, 5)
   state = {"params": params, "rest": rest, "opt": tx.init(params),
            "step": jnp.zeros((), jnp.int32)}
-  state, metrics = jax.jit(train.make_train_step(loss_fn, tx, 0))(state, batch)
+  state, metrics = jax.jit(training.make_train_step(loss_fn, tx, 0))(state, batch)
   assert _float_dtypes(state["params"]) == {"float32"}
   assert _float_dtypes(state["opt"]) == {"float32"}
   assert bool(metrics["finite"])

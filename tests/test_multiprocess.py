@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bmdjax import distributed, evaluate, inference, train
+from bmdjax import distributed, evaluation, inference, training
 from bmdjax import runs
 from tests.test_scaling import compilation_cache, flat, num_steps, scaling_config  # noqa: F401
 
@@ -46,8 +46,8 @@ def worker(data_dir, workdir, port, process_id):
   assert distributed.initialize(f"127.0.0.1:{port}", NUM_PROCESSES, process_id)
   assert jax.process_count() == NUM_PROCESSES and jax.device_count() == 4
   config = scaling_config(data_dir)
-  out = train.train_and_evaluate(config, workdir, stop_after_steps=num_steps(config))
-  evaluate.evaluate(config, workdir, split="test", checkpoint="latest", bootstrap=10)
+  out = training.train_and_evaluate(config, workdir, stop_after_steps=num_steps(config))
+  evaluation.evaluate(config, workdir, split="test", checkpoint="latest", bootstrap=10)
   with open(os.path.join(workdir, f"history_{process_id}.json"), "w") as f:
     json.dump(out["history"], f)
 
@@ -68,9 +68,9 @@ def two_process_run(prepared_dir, tmp_path_factory):
       stderr=subprocess.STDOUT) for i in range(NUM_PROCESSES)]
   config = scaling_config(prepared_dir)
   ref_dir = tmp_path_factory.mktemp("one_process")
-  reference = train.train_and_evaluate(config, str(ref_dir), stop_after_steps=num_steps(config))
-  ref_metrics = evaluate.evaluate(config, str(ref_dir), split="test", checkpoint="latest",
-                                  bootstrap=10)
+  reference = training.train_and_evaluate(config, str(ref_dir), stop_after_steps=num_steps(config))
+  ref_metrics = evaluation.evaluate(config, str(ref_dir), split="test", checkpoint="latest",
+                                    bootstrap=10)
   try:
     for p in procs:
       p.wait(timeout=600)
@@ -130,8 +130,8 @@ def test_checkpoint_of_two_processes_resumes_in_one(two_process_run, tmp_path):
   shutil.copytree(workdir, tmp_path / "mp", ignore=shutil.ignore_patterns("report", "tb"))
   shutil.copytree(ref_dir, tmp_path / "ref", ignore=shutil.ignore_patterns("report", "tb"))
   # No iterator state is stored: the step places the data order in any topology.
-  from_mp = train.train_and_evaluate(config, str(tmp_path / "mp"), stop_after_steps=end)
-  from_ref = train.train_and_evaluate(config, str(tmp_path / "ref"), stop_after_steps=end)
+  from_mp = training.train_and_evaluate(config, str(tmp_path / "mp"), stop_after_steps=end)
+  from_ref = training.train_and_evaluate(config, str(tmp_path / "ref"), stop_after_steps=end)
   assert from_mp["step"] == from_ref["step"] == end
   np.testing.assert_allclose([h["loss"] for h in from_mp["history"]],
                              [h["loss"] for h in from_ref["history"]], rtol=LOSS_RTOL)

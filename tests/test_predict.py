@@ -145,10 +145,10 @@ def test_evaluated_run_gives_intervals_referral_sr_and_fhir(tiny_run, studies, t
   """After bmdjax.evaluate stored the validation predictions, predict shows the
   interval calibrated on them, the referral, and writes SR and FHIR files."""
   from fhir.resources.bundle import Bundle  # pylint: disable=import-outside-toplevel
-  from bmdjax import clinical, dicom_sr, evaluate  # pylint: disable=import-outside-toplevel
+  from bmdjax import clinical, dicom_sr, evaluation  # pylint: disable=import-outside-toplevel
   config, workdir, _ = tiny_run
-  evaluate.evaluate(config, str(workdir), split="test", out_dir=str(tmp_path / "report"),
-                    bootstrap=0)
+  evaluation.evaluate(config, str(workdir), split="test", out_dir=str(tmp_path / "report"),
+                      bootstrap=0)
   good, _, landmarks, _ = studies
   (result,) = prediction.predict_studies(str(workdir), good[:1], landmarks=landmarks,
                                          out_dir=str(tmp_path / "out"), sr=True,

@@ -301,7 +301,7 @@ def test_pth_and_converter(tmp_path):
   model = abstract_backbone("resnet18", 0.125)
   pretrained.load_backbone(model, tmp_path / "w.pth")
   check_loaded(model, sd)
-  pretrained.main(["--convert", str(tmp_path / "w.pth"), str(tmp_path / "w.npz")])
+  assert pretrained.convert(tmp_path / "w.pth", tmp_path / "w.npz") == len(sd)
   model = abstract_backbone("resnet18", 0.125)
   pretrained.load_backbone(model, tmp_path / "w.npz")
   check_loaded(model, sd)
@@ -341,3 +341,23 @@ def test_unknown_format_and_missing_file(tmp_path):
     pretrained.read_state_dict(tmp_path / "w.h5")
   with pytest.raises(FileNotFoundError, match="nope.npz"):
     pretrained.read_state_dict(tmp_path / "nope.npz")
+
+
+def test_convert_weights_command(tmp_path):
+  """`bmdjax convert-weights` writes the .npz the config then loads; a missing
+  input is a one-line usage error."""
+  import subprocess  # pylint: disable=import-outside-toplevel
+  sd = tiny_resnet_sd(np.random.default_rng(1))
+  np.savez(tmp_path / "in.npz", **sd)
+  command = lambda *a: subprocess.run(  # noqa: E731
+      [sys.executable, "-m", "bmdjax.commands", "convert-weights", *a],
+      capture_output=True, text=True, timeout=120)
+  out = command(f"--out={tmp_path / 'out.npz'}", str(tmp_path / "in.npz"))
+  assert out.returncode == 0, out.stderr
+  assert f"wrote {len(sd)} tensors" in out.stdout
+  model = abstract_backbone("resnet18", 0.125)
+  pretrained.load_backbone(model, tmp_path / "out.npz")
+  check_loaded(model, sd)
+  missing = command(f"--out={tmp_path / 'x.npz'}", str(tmp_path / "nope.pth"))
+  assert missing.returncode == 2 and "nope.pth: no such file" in missing.stderr
+  assert "Traceback" not in missing.stderr

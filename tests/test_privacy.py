@@ -15,7 +15,7 @@ import re
 import pydicom
 import pytest
 
-from bmdjax import dicom_sr, evaluate, prediction
+from bmdjax import dicom_sr, evaluation, prediction
 
 # Free-text and identifying elements of a radiograph header.
 PHI_FIELDS = ("PatientName", "PatientID", "OtherPatientIDs", "PatientBirthDate",
@@ -115,8 +115,8 @@ def outputs(prepared_dir, tiny_run, cohort_dir, tmp_path_factory):
   """Everything data prep, training, evaluation and screening wrote."""
   config, workdir, _ = tiny_run
   out = tmp_path_factory.mktemp("privacy")
-  evaluate.evaluate(config, str(workdir), split="test", out_dir=str(out / "report"),
-                    bootstrap=10)
+  evaluation.evaluate(config, str(workdir), split="test", out_dir=str(out / "report"),
+                      bootstrap=10)
   studies = sorted(os.listdir(cohort_dir / "dicom"))[:2]
   results = prediction.predict_studies(
       str(workdir), [str(cohort_dir / "dicom" / s) for s in studies],

@@ -6,7 +6,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 import pytest
 
-from bmdjax import distributed, inference, input_pipeline, train
+from bmdjax import distributed, inference, input_pipeline, training
 from bmdjax import runs
 from tests import helpers
 
@@ -67,8 +67,8 @@ def reference_runs(prepared_dir, tmp_path_factory):
   out = {}
   for name, devices in (("one", jax.devices()[:1]), ("four", jax.devices())):
     workdir = tmp_path_factory.mktemp(f"scaling_{name}")
-    out[name] = train.train_and_evaluate(config, str(workdir),
-                                         stop_after_steps=num_steps(config), devices=devices)
+    out[name] = training.train_and_evaluate(config, str(workdir),
+                                            stop_after_steps=num_steps(config), devices=devices)
   return config, out
 
 
@@ -95,8 +95,8 @@ def test_checkpoint_moves_between_device_counts(reference_runs, tmp_path, save_o
                                                 restore_on):
   config, out = reference_runs
   workdir = str(tmp_path / "run")
-  part = train.train_and_evaluate(config, workdir, stop_after_steps=STOP,
-                                  devices=jax.devices()[:save_on])
+  part = training.train_and_evaluate(config, workdir, stop_after_steps=STOP,
+                                     devices=jax.devices()[:save_on])
   # Restored onto the other mesh: bit-identical parameters.
   mesh = distributed.data_mesh(jax.devices()[:restore_on])
   graphdef, params, rest = inference.init_model_state(config)
@@ -106,8 +106,8 @@ def test_checkpoint_moves_between_device_counts(reference_runs, tmp_path, save_o
   assert all(len(x.sharding.device_set) == restore_on for x in jax.tree.leaves(params))
   np.testing.assert_array_equal(flat(params), flat(part["state"]["params"]))
   # Training continues there, on the same data, to what an uninterrupted run gives.
-  resumed = train.train_and_evaluate(config, workdir, stop_after_steps=num_steps(config),
-                                     devices=jax.devices()[:restore_on])
+  resumed = training.train_and_evaluate(config, workdir, stop_after_steps=num_steps(config),
+                                        devices=jax.devices()[:restore_on])
   assert resumed["step"] == num_steps(config)
   reference = out["one" if restore_on == 1 else "four"]
   np.testing.assert_allclose(losses(resumed), losses(reference)[STOP:], rtol=LOSS_RTOL)

@@ -1,4 +1,4 @@
-"""bmdjax.summary: component counts and the command line."""
+"""bmdjax.param_counts and the `summary` command line."""
 
 import json
 import os
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from bmdjax import summary
+from bmdjax import param_counts
 from bmdjax.config_lib import finalize
 from configs import common
 
@@ -20,20 +20,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ("mulroi", {"backbone": 14_714_688, "global_regressor": 1_966_593}),
 ])
 def test_component_counts_add_up(name, parts):
-  counts = summary.component_counts(finalize(common.get_config(name)).model)
+  counts = param_counts.component_counts(finalize(common.get_config(name)).model)
   assert counts == {**parts, "total": sum(parts.values())}
 
 
 def test_counting_ignores_backbone_init():
   config = finalize(common.get_config("baseline", "demo")).model
   config.backbone_init = "/nonexistent/weights.npz"  # never read
-  counts = summary.component_counts(config)
+  counts = param_counts.component_counts(config)
   assert counts["total"] == counts["backbone"] + counts["global_regressor"]
   assert config.backbone_init == "/nonexistent/weights.npz"
 
 
 def test_table_lists_every_component():
-  table = summary.format_table({"backbone": 3, "global_regressor": 1, "total": 4})
+  table = param_counts.format_table({"backbone": 3, "global_regressor": 1, "total": 4})
   assert table.splitlines()[1].split() == ["backbone", "3", "75.0%"]
 
 

@@ -3,8 +3,9 @@
 import jax
 from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
+import pytest
 
-from bmdjax import inference, input_pipeline, train
+from bmdjax import config_lib, inference, input_pipeline, training
 from tests import helpers
 
 
@@ -32,7 +33,7 @@ def test_tiny_training_lowers_the_loss(prepared_dir, tmp_path):
   config.augment.update(rotate_deg=0.0, scale=0.0, translate=0.0)
   _, params0, rest0 = inference.init_model_state(config)
   before = _train_rmse(config, params0, rest0)
-  out = train.train_and_evaluate(config, str(tmp_path / "run"))
+  out = training.train_and_evaluate(config, str(tmp_path / "run"))
   after = _train_rmse(config, out["state"]["params"], out["state"]["rest"])
   # The loss falls, and not only by learning the mean: predictions track BMD
   # (an untrained or broken model has r near 0 here).
@@ -51,11 +52,18 @@ def test_interrupted_run_resumes_to_identical_parameters(tiny_run, tmp_path):
   total = full["step"]
   assert total >= 4
   stop = total // 2 + 1  # mid-epoch, so the data iterator state matters
-  part = train.train_and_evaluate(config, str(tmp_path / "part"), stop_after_steps=stop)
+  part = training.train_and_evaluate(config, str(tmp_path / "part"), stop_after_steps=stop)
   assert part["step"] == stop
-  resumed = train.train_and_evaluate(config, str(tmp_path / "part"))
+  resumed = training.train_and_evaluate(config, str(tmp_path / "part"))
   assert resumed["step"] == total
   np.testing.assert_array_equal(_flat(resumed["state"]["params"]),
                                 _flat(full["state"]["params"]))
   np.testing.assert_array_equal(_flat(resumed["state"]["opt"]),
                                 _flat(full["state"]["opt"]))
+
+
+def test_training_without_a_data_folder_is_refused_before_anything_is_written(tmp_path):
+  config = helpers.tiny_config("")
+  with pytest.raises(config_lib.ConfigError, match="set --config.data.dir"):
+    training.train_and_evaluate(config, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
