@@ -58,12 +58,10 @@ def define_flags():
   flags.DEFINE_string("landmarks", None, "Points to start from: a landmarks.csv or the "
                       "landmarks_detected.csv of bmdjax prepare (its confidences and flags "
                       "order the queue).")
-  flags.DEFINE_string("landmark_workdir", None, "A trained landmark detector: detect every "
-                      "study first (when --landmarks is not given).")
+  cli.define_landmark_workdir_flag()
   flags.DEFINE_string("manifest", None, "manifest.csv of bmdjax prepare: its studies are "
                       "the queue, its flagged ones come first.")
-  flags.DEFINE_float("min_landmark_confidence", None, "Confidence below which a point fails the "
-                     "low_confidence check (default: the detector's, else 0.5).")
+  cli.define_min_landmark_confidence_flag()
   flags.DEFINE_string("host", "127.0.0.1", "Address to bind; 127.0.0.1 = this machine only.")
   flags.DEFINE_integer("port", 8765, "Port of the web page.")
   flags.DEFINE_string("export_coco", None, "Write --out's accepted studies as COCO "

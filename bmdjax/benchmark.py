@@ -68,8 +68,7 @@ def define_flags():
                       "--prep_studies synthetic ones.")
   flags.DEFINE_string("workdir", None, "A bmdjax.train workdir whose weights predict "
                       "and precision use; default: freshly initialised weights.")
-  flags.DEFINE_string("landmark_workdir", None, "A trained landmark detector run: "
-                      "predict then times detection too (else detect_ms is null).")
+  cli.define_landmark_workdir_flag()
   flags.DEFINE_integer("input_batches", 30, "Timed input-pipeline batches.")
   flags.DEFINE_integer("prep_studies", 32, "Synthetic studies rendered and prepared.")
   flags.DEFINE_integer("prep_workers", None, "data_prep.build workers (default: all cores).")

@@ -62,18 +62,41 @@ def one_line(error) -> str:
   return " ".join(text.split())
 
 
+def define_landmark_workdir_flag():
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  flags.DEFINE_string("landmark_workdir", None, "Workdir of a trained landmark detector "
+                      "(bmdjax train --config=landmarks); it places the landmarks of studies "
+                      "that --landmarks does not give.")
+
+
+def define_min_landmark_confidence_flag():
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  flags.DEFINE_float("min_landmark_confidence", None, "Detected landmarks with a lower "
+                     "confidence fail the low_confidence check and flag their study "
+                     "(default: the detector config's checks.min_confidence).")
+
+
 def define_detector_flags():
   """The trained landmark detector's flags, shared by `prepare` and `predict`."""
   from absl import flags  # pylint: disable=import-outside-toplevel
-  flags.DEFINE_string("landmark_workdir", None, "Workdir of a trained landmark detector "
-                      "(bmdjax train --config=landmarks); places the landmarks when "
-                      "--landmarks is not given.")
+  define_landmark_workdir_flag()
   flags.DEFINE_bool("keep_flagged", False, "Use studies whose detected landmarks fail the "
                     "plausibility checks too (their flags are still reported); by default "
                     "they are set aside as `flagged`.")
-  flags.DEFINE_float("min_landmark_confidence", None, "Detected landmarks with a lower "
-                     "confidence flag their study (default: the detector config's "
-                     "checks.min_confidence).")
+  define_min_landmark_confidence_flag()
+
+
+def define_checkpoint_flag():
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "The run's weights: best "
+                    "(the best validation score) or the latest checkpoint.")
+
+
+def define_reference_flag():
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  flags.DEFINE_string("reference", None, "Young-adult reference CSV (sex,vertebra,mean,sd) "
+                      "for T-scores and osteoporosis status; default: the shipped table "
+                      "(Biology Direct 2025, data_prep/data/tscore_reference.csv).")
 
 
 def define_distributed_flags():

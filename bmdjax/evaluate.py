@@ -40,12 +40,10 @@ def define_flags():
       "given one may change data.dir, batch_size and input.* only.", lock_config=True)
   flags.DEFINE_string("workdir", None, "The training workdir.")
   flags.DEFINE_string("split", "test", "Split to evaluate: train, validation or test.")
-  flags.DEFINE_enum("checkpoint", "best", ["best", "latest"],
-                    "best (lowest validation RMSE) or the latest checkpoint.")
+  cli.define_checkpoint_flag()
   flags.DEFINE_string("out", None, "Report folder (default WORKDIR/report).")
   flags.DEFINE_integer("bootstrap", 1000, "Bootstrap resamples for the 95% intervals.")
-  flags.DEFINE_string("reference", None, "Young-adult reference CSV for T-scores "
-                      "(sex,vertebra,mean,sd); default: the shipped table.")
+  cli.define_reference_flag()
   cli.define_screening_flags()
   cli.define_distributed_flags()
 

@@ -35,12 +35,11 @@ def define_flags():
   flags.DEFINE_string("split", "test", "Split to take from --manifest.")
   flags.DEFINE_string("out", None, "Report folder (default WORKDIR/landmark_report).")
   flags.DEFINE_integer("worst", 8, "Overlay PNGs of this many worst studies.")
-  flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which checkpoint.")
+  cli.define_checkpoint_flag()
   flags.DEFINE_enum("reprocess", "none", ["none", "vendor"], "Re-process every film "
                     "before detection: `vendor` = strong CR-like enhancement no simulator "
                     "setting draws (VENDOR), a robustness check.")
-  flags.DEFINE_float("min_landmark_confidence", None, "Confidence below which a landmark flags its "
-                     "study (default: the detector config's checks.min_confidence).")
+  cli.define_min_landmark_confidence_flag()
 
 
 def main(argv):

@@ -76,10 +76,8 @@ def define_flags():
   flags.DEFINE_bool("json", False, "Print a JSON list (one object per study, status "
                     "ok|refused|flagged|error, reason, landmarks) instead of the table.")
   flags.DEFINE_string("out", "predict_out", "Folder for the overlay PNGs.")
-  flags.DEFINE_enum("checkpoint", "best", ["best", "latest"],
-                    "best (lowest validation RMSE) or the latest checkpoint.")
-  flags.DEFINE_string("reference", None, "Young-adult reference CSV for T-scores "
-                      "(sex,vertebra,mean,sd); default: the shipped table.")
+  cli.define_checkpoint_flag()
+  cli.define_reference_flag()
   flags.DEFINE_integer("size", None, "Crop size the model was trained on; only needed "
                        "when the run's prepared dataset (prep.json) is gone.")
   cli.define_screening_flags()

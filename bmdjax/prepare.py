@@ -48,9 +48,7 @@ def define_flags():
                     "fractions.")
   flags.DEFINE_integer("seed", 0, "Seed of the patient-level split.")
   flags.DEFINE_integer("workers", None, "Worker processes (default: all cores).")
-  flags.DEFINE_string("reference", None, "Young-adult reference CSV (sex,vertebra,mean,sd) "
-                      "for the osteoporosis status the split is stratified by; default: "
-                      "the shipped table.")
+  cli.define_reference_flag()
   cli.define_detector_flags()
 
 

@@ -34,9 +34,7 @@ def define_flags():
                       'true_L1..true_L4,pred_L1..pred_L4 (BMD in g/cm2).')
   flags.DEFINE_string('out', None, 'Output folder for metrics.json, '
                       'tables.md and the PNG figures.')
-  flags.DEFINE_string('reference', None, 'Young-adult reference CSV '
-                      '(sex,vertebra,mean,sd) for T-scores; default: the '
-                      'shipped Biology Direct 2025 table.')
+  cli.define_reference_flag()
   flags.DEFINE_string('baseline_predictions', None, 'Optional predictions '
                       'CSV of an age+sex-only model, same schema and rows.')
   flags.DEFINE_integer('bootstrap', 1000, 'Patient-level bootstrap resamples '

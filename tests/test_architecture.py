@@ -160,3 +160,19 @@ def test_libraries_take_no_flags():
             imported & {"absl.flags", "absl.app", "ml_collections.config_flags"}]
     bad += [f"{module} imports the command {d}" for d in graph[module] & commands]
   assert not bad, bad
+
+
+def test_shared_flags_are_defined_once():
+  """A concept several commands take has one flag, with one name and one help
+  text, defined in bmdjax/cli.py."""
+  where = {}
+  for module, path in _modules():
+    for node in ast.walk(ast.parse(open(path, encoding="utf-8").read(), path)):
+      if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+          and node.func.attr.startswith("DEFINE") and node.args
+          and isinstance(node.args[0], ast.Constant)):
+        where.setdefault(node.args[0].value, []).append(module)
+  shared = ("landmark_workdir", "keep_flagged", "min_landmark_confidence", "checkpoint",
+            "reference", "coordinator_address", "level", "target_sensitivity")
+  assert {name: where.get(name) for name in shared} == {
+      name: ["bmdjax.cli"] for name in shared}
