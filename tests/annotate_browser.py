@@ -131,7 +131,9 @@ if __name__ == "__main__":
   import argparse
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument("--out", default="docs")
-  parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "bmdjax-screens"))
+  parser.add_argument("--work", default=None, help="Scratch folder (default: a new "
+                      "temporary one, so the films come from the simulator as it is now).")
   args = parser.parse_args()
-  print("\n".join(screenshots(args.out, args.work)))
+  os.makedirs(args.out, exist_ok=True)  # Chromium's save_screenshot fails silently otherwise
+  print("\n".join(screenshots(args.out, args.work or tempfile.mkdtemp(prefix="bmdjax-screens-"))))
 
