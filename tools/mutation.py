@@ -35,7 +35,7 @@ MODULES = {
     "dicom_io": ("data_prep/dicom_io.py", None,
                  ["tests/test_dicom_io.py", "tests/test_faults_dicom.py",
                   "tests/test_dicom_luts.py", "tests/test_dicom_third_party.py",
-                  "tests/test_dicom_headers.py",
+                  "tests/test_dicom_headers.py", "tests/test_dicom_io_mutants.py",
                   # The tests that need the session cohort (and a trained tiny
                   # model) would render it again in every mutant's process.
                   *(f"--deselect=tests/{t}" for t in (
