@@ -217,10 +217,23 @@ def test_empty_or_missing_size(attrs, reason, base, tmp_path):
   assert _refused(_edit(base, tmp_path / "s.dcm", faults._set(**attrs))) == reason
 
 
-def test_number_of_frames_absent_is_one_frame(base, tmp_path):
-  path = _edit(base, tmp_path / "s.dcm", faults._set(NumberOfFrames=None))
-  assert "NumberOfFrames" not in pydicom.dcmread(path)
+@pytest.mark.parametrize("frames", [None, ""], ids=["absent", "empty"])
+def test_number_of_frames_absent_or_empty_is_one_frame(frames, base, tmp_path):
+  def edit(ds):
+    if frames is None:
+      faults._set(NumberOfFrames=None)(ds)
+    else:
+      ds.NumberOfFrames = frames
+  path = _edit(base, tmp_path / "s.dcm", edit)
+  assert not pydicom.dcmread(path).get("NumberOfFrames")
   dicom_io.read_radiograph(path)
+
+
+def test_bits_stored_absent_reaches_the_decoder(base, tmp_path):
+  """Without BitsStored the header check uses BitsAllocated; pydicom then names
+  the missing element."""
+  reason = _refused(_edit(base, tmp_path / "s.dcm", faults._set(BitsStored=None)))
+  assert reason.startswith("pixel data cannot be read (") and "Bits Stored" in reason
 
 
 # ----------------------------------------------------------------- pixel values
@@ -267,6 +280,7 @@ def test_normalise_basis_and_dtype():
   assert out.dtype == np.float32
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 def test_normalise_refuses_infinite_percentiles():
   pixels = np.concatenate([np.full(60, -np.inf), np.arange(40.0)]).astype(np.float32)
   with pytest.raises(ValueError, match="no contrast"):
@@ -360,6 +374,15 @@ def test_relationship_sign_with_a_rescale(attrs, sign, tmp_path):
   path = _write(tmp_path, stored, "MONOCHROME1", PresentationLUTShape="IDENTITY",
                 PixelIntensityRelationshipSign=1, **attrs)
   assert_increasing_linear(dicom_io.read_display_values(path), sign * stored.astype(float))
+
+
+def test_relationship_sign_minus_one_is_not_second_guessed(tmp_path):
+  """Sign -1 (bone stored high) settles MONOCHROME1 + IDENTITY on its own: noise,
+  which no anatomy check can read, comes back as stored."""
+  noise = np.random.default_rng(0).integers(0, 4096, (256, 256)).astype(np.uint16)
+  path = _write(tmp_path, noise, "MONOCHROME1", PresentationLUTShape="IDENTITY",
+                PixelIntensityRelationshipSign=-1)
+  assert_increasing_linear(dicom_io.read_display_values(path), noise.astype(float))
 
 
 def test_polarity_refusals_word_for_word(tmp_path):

@@ -91,6 +91,8 @@ def _config(path, tests) -> str:
   q = lambda xs: "[" + ", ".join(json.dumps(x) for x in xs) + "]"
   return ("\n[tool.mutmut]\n"
           f"source_paths = {q(SOURCE_PATHS)}\n"
+          # Tests read docs/faults.md (the refusals it promises).
+          'also_copy = ["docs"]\n'
           f"only_mutate = {q([path])}\n"
           f"pytest_add_cli_args_test_selection = {q(tests)}\n"
           'pytest_add_cli_args = ["-p", "no:cacheprovider", "-x", "-q"]\n'
