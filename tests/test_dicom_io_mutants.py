@@ -428,6 +428,10 @@ def test_chest_polarity_by_hand():
   # 0-10%, bright 90-100%) do not move the mediastinum's median.
   assert dicom_io.chest_polarity(_chest(outer=0.0, top=100.0)) == 1
   assert dicom_io.chest_polarity(np.full((64, 64), 7.0)) == 0
+  # A few burned-in marker pixels (under 1%) do not set the contrast scale.
+  markers = _chest(centre=10.0, top=100.0)
+  markers[50, :5] = 1e4
+  assert dicom_io.chest_polarity(markers) == 1
 
 
 def test_chest_polarity_uses_rows_25_to_75_percent():
@@ -465,3 +469,13 @@ def test_damaged_stream_names_the_packages(base, tmp_path):
   assert reason.endswith("may read it: pip install 'bmdjax[dicom-codecs]' (or install "
                          "pylibjpeg + pylibjpeg-openjpeg, or python-gdcm)")
   assert " at 0x" not in reason
+  # Each plugin's own words, quoted after its name (pydicom's wrapper removed).
+  plugins = dicom_io._plugins(uids.JPEG2000Lossless)
+  ds = pydicom.dcmread(path)
+  for plugin in plugins:
+    ds.pixel_array_options(decoding_plugin=plugin)
+    with pytest.raises(Exception) as e:
+      ds.pixel_array
+    words = re.sub(r" at 0x[0-9a-f]+", "", " ".join(str(e.value).split()))  # addresses
+    quoted = reason.split(f"{plugin}: ", 1)[1].split("; ")[0].rstrip(")")
+    assert len(quoted) > 10 and "None" not in quoted and f"{plugin}: {quoted}" in words
