@@ -30,12 +30,21 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 # module -> (file to mutate, mutant-name globs (None: the whole file), tests).
 # Test files missing from a checkout are skipped, so an older commit is
-# measured with the tests it had.
+# measured with the tests it had; "--..." entries are pytest options.
 MODULES = {
     "dicom_io": ("data_prep/dicom_io.py", None,
                  ["tests/test_dicom_io.py", "tests/test_faults_dicom.py",
                   "tests/test_dicom_luts.py", "tests/test_dicom_third_party.py",
-                  "tests/test_dicom_headers.py"]),
+                  "tests/test_dicom_headers.py", "tests/test_dicom_io_mutants.py",
+                  # The tests that need the session cohort (and a trained tiny
+                  # model) would render it again in every mutant's process.
+                  *(f"--deselect=tests/{t}" for t in (
+                      "test_faults_dicom.py::test_build_records_every_fault_and_keeps_good_studies",
+                      "test_faults_dicom.py::test_predict_reports_every_fault",
+                      "test_faults_dicom.py::test_predict_goes_on_after_an_unexpected_error",
+                      "test_dicom_luts.py::test_chest_polarity_on_simulated_films",
+                      "test_dicom_headers.py::test_spacing_estimated_from_landmarks_matches_the_cohort",
+                      "test_dicom_headers.py::test_process_study_fills_and_reports_the_spacing"))]),
     "rois": ("data_prep/rois.py", None,
              ["tests/test_roi_geometry.py", "tests/test_landmarks.py"]),
     "metrics": ("bmdjax/metrics.py",
@@ -82,6 +91,8 @@ def _config(path, tests) -> str:
   q = lambda xs: "[" + ", ".join(json.dumps(x) for x in xs) + "]"
   return ("\n[tool.mutmut]\n"
           f"source_paths = {q(SOURCE_PATHS)}\n"
+          # Tests read docs/faults.md (the refusals it promises).
+          'also_copy = ["docs"]\n'
           f"only_mutate = {q([path])}\n"
           f"pytest_add_cli_args_test_selection = {q(tests)}\n"
           'pytest_add_cli_args = ["-p", "no:cacheprovider", "-x", "-q"]\n'
@@ -110,7 +121,7 @@ def run(module: str, work_root: pathlib.Path, max_children: int, only=None) -> d
   shutil.rmtree(work, ignore_errors=True)
   work.mkdir(parents=True)
   _copy_checkout(work)
-  tests = [t for t in tests if (work / t.split("::")[0]).exists()]
+  tests = [t for t in tests if t.startswith("--") or (work / t.split("::")[0]).exists()]
   with open(work / "pyproject.toml", "a") as f:
     f.write(_config(path, tests))
   print(f"{module}: mutating {path} with {tests}", flush=True)
