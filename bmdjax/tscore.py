@@ -87,8 +87,8 @@ def reported_t(t: float) -> float:
   """T-score as a report prints it: one decimal (ISCD), half away from zero.
 
   Wherever a T-score is shown next to its category (predict's table, overlay,
-  SR, FHIR) the category is taken from this value, so "-1.0" never reads
-  "normal" and "-2.5" never reads "osteopenia". Decimal of the shortest repr
+  SR, FHIR) the category is taken from this value, so a printed "-1.0" always
+  reads "normal" (WHO: T >= -1) and "-2.5" always "osteoporosis". Decimal of the shortest repr
   rounds -0.95 to -1.0 (float rounding would give -0.9).
   """
   if t is None or not np.isfinite(t):

@@ -60,3 +60,24 @@ def test_unparseable_reference_names_the_file(tmp_path):
   with pytest.raises(ValueError, match='cannot parse CSV') as e:
     tscore.load_reference(path)
   assert str(path) in str(e.value)
+
+
+def test_reported_t_rounds_half_away_from_zero_as_printed():
+  """One decimal as a report prints it (ISCD), half away from zero: -0.95
+  prints -1.0 and -2.45 prints -2.5, where binary float rounding gives -0.9
+  (-0.95 is stored as -0.94999...). The printed value decides the category,
+  so a printed -1.0 reads normal (WHO: T >= -1) and -2.5 osteoporosis."""
+  import math  # pylint: disable=import-outside-toplevel
+  cases = {-0.95: -1.0, -2.45: -2.5, -0.94: -0.9, -2.449: -2.4, -2.5: -2.5, -1.0: -1.0,
+           1.25: 1.3, 0.05: 0.1, 0.04: 0.0, -3.16: -3.2, 2.0: 2.0}
+  for t, shown in cases.items():
+    out = tscore.reported_t(t)
+    assert type(out) is float and out == shown, (t, out)
+  assert round(-0.95, 1) == -0.9  # what the rule is there to avoid
+  assert tscore.who_category(-1.04) == 'osteopenia'
+  assert tscore.who_category(tscore.reported_t(-1.04)) == 'normal'  # shown as -1.0
+  assert tscore.who_category(-2.45) == 'osteopenia'
+  assert tscore.who_category(tscore.reported_t(-2.45)) == 'osteoporosis'  # shown as -2.5
+  assert math.copysign(1.0, tscore.reported_t(-0.04)) == 1.0  # never prints "-0.0"
+  for missing in (None, float('nan'), float('inf'), -float('inf')):
+    assert math.isnan(tscore.reported_t(missing))
