@@ -99,7 +99,11 @@ def evaluate(config, workdir: str, split: str = "test", checkpoint: str = "best"
                   float_format="%.5f")
   title = (f"{config.model.name} ({config.model.backbone}), target {config.target}, "
            f"split {split}, checkpoint {checkpoint} (step {step})")
-  info = {"model": title, "data": model_card.data_info(config.data.dir)}
+  caution = clinical.landmark_caution(
+      runs.trained_landmarks(run),
+      input_pipeline.landmark_source(input_pipeline.load_prep_summary(config.data.dir)))
+  info = {"model": title, "data": model_card.data_info(config.data.dir),
+          "cautions": [caution] if caution else []}
   return report.write_report(predictions, out_dir, baseline_predictions=baseline,
                              bootstrap=bootstrap, title=title, reference=ref,
                              clinical_fit=fitted, validation=validation,

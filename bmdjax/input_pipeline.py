@@ -57,6 +57,12 @@ def load_prep_summary(data_dir: str) -> dict:
     return json.load(f)
 
 
+def landmark_source(prep: dict) -> str:
+  """"detected" when the dataset's landmarks came from a detector (bmdjax
+  prepare --landmark_workdir), else "given" (a landmarks.csv)."""
+  return "detected" if (prep.get("inputs") or {}).get("landmark_workdir") else "given"
+
+
 def target_indices(target: str) -> list[int]:
   return list(range(4)) if target == "all" else [VERTEBRAE.index(target)]
 

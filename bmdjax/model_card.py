@@ -60,6 +60,7 @@ def card(result: dict, info: dict) -> dict:
       f'{result.get("clinical", {}).get("n_validation", "?")} studies; its test '
       'sensitivity has a wide interval.',
   ]
+  limitations = list(info.get('cautions', [])) + limitations
   if synthetic:
     limitations.insert(0, 'Trained and evaluated on SYNTHETIC radiographs '
                        '(data_prep.synthesize): the numbers describe the pipeline, not '

@@ -235,6 +235,10 @@ def predict_studies(workdir, paths, landmarks=None, sex=None, checkpoint: str = 
         result.update(status="ok",
                       **_scores(bmd, given_sex or header_sex(path), source, ref, fitted,
                                 recalibrate))
+        caution = clinical.landmark_caution([m.trained_landmarks for m in models],
+                                            result["landmarks"]["source"])
+        if caution:
+          result["notes"].append(caution)
       except Exception as e:  # pylint: disable=broad-except
         result.update(status="error", reason=f"{path}: unexpected {type(e).__name__}: {e}")
     if out_dir and image is not None and lm is not None:

@@ -45,7 +45,8 @@ class Model:
   """
 
   def __init__(self, config, params, rest, target_stats: dict, crop_size: int, *,
-               graphdef=None, description: str | None = None, step: int | None = None):
+               graphdef=None, description: str | None = None, step: int | None = None,
+               trained_landmarks: str | None = None):
     self.config = config_lib.finalize(config)
     self.scaler = inference.TargetScaler(target_stats, self.config.target)
     data = self.config.data
@@ -54,6 +55,7 @@ class Model:
     if graphdef is None:
       graphdef, _, _ = inference.init_model_state(self.config)
     self.params, self.rest, self.step = params, rest, step
+    self.trained_landmarks = trained_landmarks  # "given", "detected" or None (unknown)
     self._predict = inference.make_predict_fn(graphdef)
     self._example = input_pipeline.make_example_fn(self.config)
     self.description = description or (
@@ -68,7 +70,7 @@ class Model:
     graphdef, params, rest = inference.init_model_state(config)
     params, rest, step = runs.restore_params(workdir, params, rest, checkpoint)
     return cls(config, params, rest, run["target_stats"], crop_size(run, config, size),
-               graphdef=graphdef, step=step,
+               graphdef=graphdef, step=step, trained_landmarks=runs.trained_landmarks(run),
                description=(f"{config.model.name} ({config.model.backbone}), target "
                             f"{config.target}, {checkpoint} checkpoint (step {step})"))
 

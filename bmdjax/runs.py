@@ -159,6 +159,21 @@ def load_run_info(workdir: str) -> dict:
     return json.load(f)
 
 
+def trained_landmarks(run: dict) -> str | None:
+  """Where the training data's landmarks came from ("given" or "detected"):
+  run.json's record, else (runs from before it was recorded) the prep.json of
+  the training data if it is still there, else None."""
+  if run.get("landmarks"):
+    return run["landmarks"]
+  from bmdjax import input_pipeline  # pylint: disable=import-outside-toplevel
+  prep = os.path.join(((run.get("config") or {}).get("data") or {}).get("dir") or "",
+                      "prep.json")
+  if not os.path.isfile(prep):
+    return None
+  with open(prep, encoding="utf-8") as f:
+    return input_pipeline.landmark_source(json.load(f))
+
+
 def restore_params(workdir: str, params, rest, which: str = "best", sharding=None):
   """Restores (params, rest) from `workdir/best` or the latest checkpoint.
 

@@ -83,7 +83,8 @@ class BmdTask:
     if config.model.num_outputs != len(self.scaler.names):
       raise ValueError(f"model.num_outputs={config.model.num_outputs} but target "
                        f"{config.target} has {len(self.scaler.names)} label columns")
-    self.run_info = {"target_stats": prep["target_stats"]}
+    self.run_info = {"target_stats": prep["target_stats"],
+                     "landmarks": input_pipeline.landmark_source(prep)}
     self.example_fn = input_pipeline.make_example_fn(config)
 
   def make_loss_fn(self, graphdef):

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bmdjax import evaluation
+from bmdjax import clinical, evaluation, model_card
 from configs.common import VERTEBRAE
 
 
@@ -44,6 +44,15 @@ def test_evaluate_writes_the_report(tiny_run):
   assert (report / "calibration_L1.png").stat().st_size > 0
   card = (report / "model_card.md").read_text()
   assert "Intended use" in card and "SYNTHETIC" in card
+  assert clinical.DETECTED_ON_GIVEN not in card  # trained and evaluated on given landmarks
+
+
+def test_model_card_lists_the_landmark_caution_first():
+  result = {"meta": {"columns": ["L1"]}, "L1": {"n": 3, "r": 0.5, "rmse": 0.1, "auc": None}}
+  plain = model_card.card(result, {"model": "m", "data": {}})
+  cautious = model_card.card(result, {"model": "m", "data": {},
+                                      "cautions": [clinical.DETECTED_ON_GIVEN]})
+  assert cautious["limitations"] == [clinical.DETECTED_ON_GIVEN] + plain["limitations"]
 
 
 def test_age_sex_baseline_recovers_a_known_linear_rule():

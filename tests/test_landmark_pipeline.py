@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bmdjax import (detector, inference, input_pipeline, landmark_evaluation, prediction,
-                    preparation, tasks)
+from bmdjax import (clinical, detector, inference, input_pipeline, landmark_evaluation,
+                    prediction, preparation, tasks)
 from data_prep import build, build_landmarks, dicom_io, rois, synthesize
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -218,6 +218,11 @@ def test_predict_without_landmarks_end_to_end(tiny_run, tiny_detector, fresh_stu
   given = {"fresh.dcm": np.array(kept["landmarks"]["points"])}
   (by_hand,) = prediction.predict_studies(str(workdir), [fresh_study], landmarks=given)
   assert kept["bmd"]["L1"] == pytest.approx(by_hand["bmd"]["L1"], abs=1e-3)
+  # tiny_run was trained on given landmarks: detected ones carry the caution.
+  assert json.loads((workdir / "run.json").read_text())["landmarks"] == "given"
+  assert clinical.DETECTED_ON_GIVEN in kept["notes"]
+  assert clinical.DETECTED_ON_GIVEN not in by_hand["notes"]
+  assert f"note: {clinical.DETECTED_ON_GIVEN}" in prediction.format_table([kept])
   (lenient,) = prediction.predict_studies(str(workdir), [fresh_study],
                                           landmark_workdir=str(lm_workdir),
                                           min_landmark_confidence=0.0)
@@ -225,3 +230,15 @@ def test_predict_without_landmarks_end_to_end(tiny_run, tiny_detector, fresh_stu
   text = prediction.format_table([kept])
   assert "landmarks: detected" in text
   assert all(f"LANDMARK FLAG {f}" in text for f in kept["landmarks"]["flags"])
+
+
+def test_landmark_caution_only_for_detected_points_on_a_given_trained_model():
+  assert input_pipeline.landmark_source({"inputs": {"landmark_workdir": "/runs/lm"}}) == "detected"
+  assert input_pipeline.landmark_source({"inputs": {"landmark_workdir": None}}) == "given"
+  assert input_pipeline.landmark_source({}) == "given"
+  caution = clinical.landmark_caution
+  assert caution("given", "detected") == clinical.DETECTED_ON_GIVEN
+  assert caution(["detected", "given"], "detected") == clinical.DETECTED_ON_GIVEN  # any run
+  assert caution("given", "given") is None
+  assert caution("detected", "detected") is None
+  assert caution(None, "detected") is None  # a run from before run.json said
