@@ -51,8 +51,7 @@ FLAGS = flags.FLAGS
 
 
 def define_flags():
-  flags.DEFINE_string("dicom_dir", None, "Folder of the DICOMs; studies are named by their "
-                      "path relative to it (as `image` in labels.csv and landmarks.csv).")
+  cli.define_dicom_dir_flag()
   flags.DEFINE_string("out", None, "The annotation CSV, written after every accepted or "
                       "unusable study (a landmarks.csv plus status, reason, flags, ...).")
   flags.DEFINE_string("landmarks", None, "Points to start from: a landmarks.csv or the "

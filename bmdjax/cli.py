@@ -62,6 +62,21 @@ def one_line(error) -> str:
   return " ".join(text.split())
 
 
+def define_dicom_dir_flag():
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  flags.DEFINE_string("dicom_dir", None, "Folder of the DICOM files; a study is named by its "
+                      "path relative to it (`image` in labels.csv and landmarks.csv).")
+
+
+def define_split_flags(fractions: tuple[str, str, str]):
+  """The patient-level split and the worker pool of `prepare` and
+  `prepare-landmarks` (their default fractions differ)."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  flags.DEFINE_list("fractions", list(fractions), "train,validation,test patient fractions.")
+  flags.DEFINE_integer("seed", 0, "Seed of the patient-level split.")
+  flags.DEFINE_integer("workers", None, "Worker processes (default: all cores).")
+
+
 def define_landmark_workdir_flag():
   from absl import flags  # pylint: disable=import-outside-toplevel
   flags.DEFINE_string("landmark_workdir", None, "Workdir of a trained landmark detector "

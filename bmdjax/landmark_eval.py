@@ -27,8 +27,7 @@ FLAGS = flags.FLAGS
 def define_flags():
   """Defined on demand so that importing this module does not claim flags."""
   flags.DEFINE_string("workdir", None, "Workdir of the trained landmark detector.")
-  flags.DEFINE_string("dicom_dir", None, "Folder of the DICOMs; the CSV's `image` is "
-                      "relative to it.")
+  cli.define_dicom_dir_flag()
   flags.DEFINE_string("landmarks", None, "Ground truth: image,x0,y0,...,x15,y15 (pixels).")
   flags.DEFINE_string("manifest", None, "Optional manifest.csv of data_prep.build or "
                       "build_landmarks: evaluate only its images of --split.")

@@ -34,8 +34,7 @@ FLAGS = flags.FLAGS
 
 
 def define_flags():
-  flags.DEFINE_string("dicom_dir", None, "Folder of DICOM files; labels.csv `image` is "
-                      "relative to it.")
+  cli.define_dicom_dir_flag()
   flags.DEFINE_string("labels", None, "labels.csv: patient_id,image,sex,age,L1,L2,L3,L4"
                       "[,split].")
   flags.DEFINE_string("landmarks", None, "landmarks.csv: image,x0,y0,...,x15,y15 (pixels). "
@@ -44,10 +43,7 @@ def define_flags():
   flags.DEFINE_integer("size", 256, "Side of every crop in pixels (paper: 256).")
   flags.DEFINE_list("grids", ["3"], "Patch grids NxN to store for the Multi-Patch models, "
                     "e.g. 2,3,4.")
-  flags.DEFINE_list("fractions", ["0.7", "0.15", "0.15"], "train,validation,test patient "
-                    "fractions.")
-  flags.DEFINE_integer("seed", 0, "Seed of the patient-level split.")
-  flags.DEFINE_integer("workers", None, "Worker processes (default: all cores).")
+  cli.define_split_flags(("0.7", "0.15", "0.15"))
   cli.define_reference_flag()
   cli.define_detector_flags()
 

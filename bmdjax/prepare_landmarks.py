@@ -25,8 +25,7 @@ FLAGS = flags.FLAGS
 
 
 def define_flags():
-  flags.DEFINE_string("dicom_dir", None, "Folder of DICOM files; the CSV's `image` is "
-                      "relative to it.")
+  cli.define_dicom_dir_flag()
   flags.DEFINE_string("landmarks", None, "landmarks.csv: image,x0,y0,...,x15,y15 in "
                       "pixels of the stored image (order: data_prep/rois.py).")
   flags.DEFINE_string("out", None, "Output folder (must not hold a prepared dataset yet).")
@@ -34,9 +33,7 @@ def define_flags():
                        "multiple of 32 (the detector halves it 5 times).")
   flags.DEFINE_string("labels", None, "Optional labels.csv with patient_id,image[,split] "
                       "for a patient-level split (default: one patient per image).")
-  flags.DEFINE_list("fractions", ["0.8", "0.1", "0.1"], "train,validation,test fractions.")
-  flags.DEFINE_integer("seed", 0, "Seed of the split.")
-  flags.DEFINE_integer("workers", None, "Worker processes (default: all cores).")
+  cli.define_split_flags(("0.8", "0.1", "0.1"))
 
 
 def main(argv):

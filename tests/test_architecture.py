@@ -173,6 +173,7 @@ def test_shared_flags_are_defined_once():
           and isinstance(node.args[0], ast.Constant)):
         where.setdefault(node.args[0].value, []).append(module)
   shared = ("landmark_workdir", "keep_flagged", "min_landmark_confidence", "checkpoint",
-            "reference", "coordinator_address", "level", "target_sensitivity")
+            "reference", "coordinator_address", "level", "target_sensitivity", "dicom_dir",
+            "fractions")
   assert {name: where.get(name) for name in shared} == {
       name: ["bmdjax.cli"] for name in shared}
