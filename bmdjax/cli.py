@@ -47,6 +47,14 @@ def exit_usage(error) -> None:
   sys.exit(EXIT_USAGE)
 
 
+def require(*names: str) -> None:
+  """A usage error (status 2) naming the first of these flags left unset."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  for name in names:
+    if not getattr(flags.FLAGS, name):
+      exit_usage(f"--{name} is required (see --help)")
+
+
 def one_line(error) -> str:
   """The message of `error` on one line; of a traceback quoted in it (config
   files are parsed under one), only the closing `Type: message` line."""

@@ -43,9 +43,7 @@ def define_flags():
 
 def main(argv):
   del argv
-  for name in ("workdir", "dicom_dir", "landmarks"):
-    if not getattr(FLAGS, name):
-      raise app.UsageError(f"--{name} is required (see --help)")
+  cli.require("workdir", "dicom_dir", "landmarks")
   images = None
   if FLAGS.manifest:
     try:

@@ -51,9 +51,7 @@ def define_flags():
 def main(argv):
   if len(argv) > 1:
     cli.exit_usage(f"unexpected arguments {argv[1:]}")
-  for name in ("dicom_dir", "labels", "out"):
-    if not getattr(FLAGS, name):
-      cli.exit_usage(f"--{name} is required (see --help)")
+  cli.require("dicom_dir", "labels", "out")
   if bool(FLAGS.landmarks) == bool(FLAGS.landmark_workdir):
     cli.exit_usage("give --landmarks=landmarks.csv or --landmark_workdir=W (a trained "
                    "landmark detector), exactly one of them")

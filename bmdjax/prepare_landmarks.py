@@ -39,9 +39,7 @@ def define_flags():
 def main(argv):
   if len(argv) > 1:
     cli.exit_usage(f"unexpected arguments {argv[1:]}")
-  for name in ("dicom_dir", "landmarks", "out"):
-    if not getattr(FLAGS, name):
-      cli.exit_usage(f"--{name} is required (see --help)")
+  cli.require("dicom_dir", "landmarks", "out")
   if FLAGS.size % 32:
     cli.exit_usage(f"--size={FLAGS.size} is not a multiple of 32")
   summary = build_landmarks.build_dataset(

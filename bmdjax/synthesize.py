@@ -40,8 +40,7 @@ def define_flags():
 def main(argv):
   if len(argv) > 1:
     cli.exit_usage(f"unexpected arguments {argv[1:]}")
-  if not FLAGS.out:
-    cli.exit_usage("--out is required (see --help)")
+  cli.require("out")
   if len(FLAGS.spacing_mm) != 2:
     cli.exit_usage(f"--spacing_mm takes lo,hi, got {','.join(FLAGS.spacing_mm)}")
   lo, hi = (float(v) for v in FLAGS.spacing_mm)
